@@ -1,0 +1,179 @@
+"""``DetectionDataModule``: parse + validate a dataset once, then serve letterboxed batches."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from distill.data.dataset import DetectionDataset, collate
+from distill.data.records import DatasetError, DatasetIndex, check_policy
+from distill.data.settings import FORMATS, DataConfig
+from distill.data.transforms import build_transforms
+
+log = logging.getLogger(__name__)
+
+_COCO_DEFAULTS = {"train": "annotations/train.json", "val": "annotations/val.json"}
+
+
+class DetectionDataModule(pl.LightningDataModule):
+    """Train / val loaders of one dataset (``cfg.format``), both splits in the same format.
+
+    ``setup()`` parses and validates both splits (idempotent) and stops with a ``DatasetError``
+    before any training when the data is bad (``bad_samples: error``) or the val split's classes
+    differ from train's. ``class_names`` / ``num_classes`` run ``setup()`` when needed.
+    ``synthetic`` is the generator's settings (``SyntheticConfig`` or a mapping) for
+    ``format: synthetic`` (default: ``SyntheticConfig()``).
+    """
+
+    def __init__(self, cfg: DataConfig, image_size: int, seed: int = 0, synthetic: Any = None):
+        super().__init__()
+        if cfg.format not in FORMATS:
+            raise DatasetError(f"data.format: {cfg.format!r} is not one of {list(FORMATS)}")
+        check_policy(cfg.bad_samples)
+        self.cfg = cfg
+        self.image_size = int(image_size)
+        self.seed = int(seed)
+        self.synthetic = synthetic
+        self.train_index: DatasetIndex | None = None
+        self.val_index: DatasetIndex | None = None
+        self.train_dataset: DetectionDataset | None = None
+        self.val_dataset: DetectionDataset | None = None
+
+    # ------------------------------------------------------------------ parsing
+
+    def _split_name(self, which: str) -> str:
+        value = getattr(self.cfg, which)
+        if self.cfg.format in ("voc", "yolo") and value == _COCO_DEFAULTS[which]:
+            return which
+        return value
+
+    def _ensure_synthetic(self) -> None:
+        from distill.data.synthetic import SyntheticConfig, ensure_synthetic_dataset
+
+        cfg = self.synthetic if self.synthetic is not None else SyntheticConfig()
+        ensure_synthetic_dataset(Path(self.cfg.root), cfg)
+
+    def prepare_data(self) -> None:
+        if self.cfg.format == "synthetic":
+            self._ensure_synthetic()
+
+    def _parse(self, which: str, class_names: list[str] | None) -> DatasetIndex:
+        cfg, root = self.cfg, Path(self.cfg.root)
+        split = self._split_name(which)
+        limit = cfg.max_train_images if which == "train" else cfg.max_val_images
+        kw = {"bad_samples": cfg.bad_samples, "max_images": limit}
+        if cfg.format in ("coco", "synthetic"):
+            from distill.data.coco import parse_coco
+
+            image_dir = root
+            if cfg.format == "coco" and cfg.image_dir:
+                image_dir = root / cfg.image_dir
+            return parse_coco(root / split, image_dir, **kw)
+        if cfg.format == "voc":
+            from distill.data.voc import parse_voc
+
+            return parse_voc(root, split, class_names, **kw)
+        from distill.data.yolo import parse_yolo
+
+        return parse_yolo(root, split, **kw)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_index is not None:
+            return
+        cfg = self.cfg
+        if cfg.format == "synthetic":
+            self._ensure_synthetic()
+        train = self._parse("train", cfg.classes)
+        if cfg.format == "voc" and cfg.classes is None:
+            from distill.data.voc import voc_class_names
+
+            extra = sorted(set(voc_class_names(cfg.root, self._split_name("val"))) -
+                           set(train.class_names))
+            if extra:
+                raise DatasetError(
+                    f"VOC {cfg.root}: val split {self._split_name('val')!r} has classes {extra} "
+                    f"that the train split does not have (train classes: {train.class_names}); "
+                    "set data.classes to the full class list"
+                )
+        if cfg.classes is not None and list(cfg.classes) != train.class_names:
+            raise DatasetError(
+                f"{cfg.format} {cfg.root}: data.classes {list(cfg.classes)} differ from the "
+                f"dataset's classes {train.class_names} (label order); remove data.classes or "
+                "make it match"
+            )
+        val = self._parse("val", train.class_names if cfg.format == "voc" else None)
+        if val.class_names != train.class_names:
+            raise DatasetError(
+                f"{cfg.format} {cfg.root}: val classes {val.class_names} differ from train "
+                f"classes {train.class_names}; both splits must use the same class list in the "
+                "same order"
+            )
+        train_tf, val_tf = build_transforms(self.image_size, cfg.augment)
+        self.train_dataset = DetectionDataset(train, train_tf)
+        self.val_dataset = DetectionDataset(val, val_tf)
+        self.train_index, self.val_index = train, val
+        log.info("data: %s", self.summary())
+
+    # ------------------------------------------------------------------ info
+
+    @property
+    def class_names(self) -> list[str]:
+        if self.train_index is None:
+            self.setup()
+        return list(self.train_index.class_names)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def summary(self) -> dict[str, Any]:
+        """Image / object counts per split and per class, and what ``drop`` removed."""
+        if self.train_index is None:
+            self.setup()
+        return {
+            "format": self.cfg.format,
+            "root": str(self.cfg.root),
+            "class_names": self.class_names,
+            "train": self.train_index.summary(),
+            "val": self.val_index.summary(),
+        }
+
+    # ------------------------------------------------------------------ loaders
+
+    def _loader_kwargs(self) -> dict[str, Any]:
+        workers = int(self.cfg.num_workers)
+        return {
+            "num_workers": workers,
+            "persistent_workers": workers > 0,
+            "collate_fn": collate,
+            "pin_memory": torch.cuda.is_available(),
+        }
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_dataset is None:
+            self.setup("fit")
+        batch = int(self.cfg.batch_size)
+        return DataLoader(
+            self.train_dataset,
+            batch_size=batch,
+            shuffle=True,
+            drop_last=len(self.train_dataset) > batch,
+            generator=torch.Generator().manual_seed(self.seed),
+            **self._loader_kwargs(),
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val_dataset is None:
+            self.setup("validate")
+        return DataLoader(
+            self.val_dataset,
+            batch_size=int(self.cfg.val_batch_size or self.cfg.batch_size),
+            shuffle=False,
+            drop_last=False,
+            **self._loader_kwargs(),
+        )

@@ -1,0 +1,64 @@
+"""Torch ``Dataset`` over a ``DatasetIndex`` and the batch collate function."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from distill.data.records import DatasetError, DatasetIndex, Sample
+
+
+def load_image(sample: Sample) -> torch.Tensor:
+    """The sample's image as uint8 ``[3, H, W]`` RGB (no EXIF rotation, as the annotations)."""
+    from PIL import Image
+
+    try:
+        with Image.open(sample.image_path) as im:
+            rgb = np.asarray(im.convert("RGB"))
+    except OSError as exc:
+        raise DatasetError(f"image {sample.image_path}: cannot be decoded: {exc}") from exc
+    if rgb.shape[:2] != (sample.height, sample.width):
+        raise DatasetError(
+            f"image {sample.image_path}: decoded size {rgb.shape[1]}x{rgb.shape[0]} differs from "
+            f"the validated {sample.width}x{sample.height} (file changed after setup?)"
+        )
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()
+
+
+class DetectionDataset(Dataset):
+    """Items are ``(image float32 [3, S, S], target dict)`` (``transforms.DetectionTransform``)."""
+
+    def __init__(self, index: DatasetIndex,
+                 transform: Callable[[torch.Tensor, Sample], tuple] | None = None):
+        self.index = index
+        self.transform = transform
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.index.class_names
+
+    def __len__(self) -> int:
+        return len(self.index.samples)
+
+    def __getitem__(self, i: int):
+        sample = self.index.samples[i]
+        image = load_image(sample)
+        if self.transform is None:
+            target = {
+                "boxes": torch.from_numpy(sample.boxes.astype(np.float32)).reshape(-1, 4),
+                "labels": torch.from_numpy(sample.labels.astype(np.int64)).reshape(-1),
+                "image_id": int(sample.image_id),
+                "scale": 1.0,
+                "orig_size": (sample.height, sample.width),
+            }
+            return image, target
+        return self.transform(image, sample)
+
+
+def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, list[dict]]:
+    """``(images stacked [B, 3, S, S], list of B target dicts)``."""
+    images, targets = zip(*batch, strict=True)
+    return torch.stack(images), list(targets)

@@ -1,0 +1,49 @@
+"""Data settings of a recipe (plain dataclasses, omegaconf-structured friendly, no heavy imports).
+
+``Optional[...]`` rather than ``X | None``: omegaconf < 2.4 does not understand PEP 604 unions.
+"""
+# ruff: noqa: UP045
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+FORMATS: tuple[str, ...] = ("synthetic", "coco", "voc", "yolo")
+BAD_SAMPLE_POLICIES: tuple[str, ...] = ("error", "drop")
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation (validation never augments)."""
+
+    enabled: bool = True  # false: train images get the validation transform (letterbox only)
+    hflip: float = 0.5  # probability of a horizontal flip
+    # random scale of the letterbox size: the longer side becomes image_size * U(lo, hi), then the
+    # image is padded (bottom/right) or randomly cropped back to image_size x image_size
+    scale_range: list[float] = field(default_factory=lambda: [0.75, 1.25])
+
+
+@dataclass
+class DataConfig:
+    """Which dataset to read, how to treat bad samples, and the data loader settings."""
+
+    format: str = "synthetic"  # synthetic | coco | voc | yolo
+    # dataset folder (yolo: the folder holding data.yaml, or the data.yaml path itself)
+    root: str = "data/synthetic"
+    # train split. coco: JSON path relative to root; voc: ImageSets/Main split name; yolo: key in
+    # data.yaml. For voc and yolo the coco default below is read as "train".
+    train: str = "annotations/train.json"
+    val: str = "annotations/val.json"  # val split, as `train` (voc / yolo: the default means "val")
+    image_dir: Optional[str] = None  # coco only: folder `file_name` is relative to (default: root)
+    # voc: class names in label order (default: the sorted names found in the train split)
+    classes: Optional[list[str]] = None
+    # error: stop before training with a message listing the problems;
+    # drop: drop bad objects (the whole image when the image itself is bad), report counts once
+    bad_samples: str = "error"
+    batch_size: int = 8  # training batch size
+    val_batch_size: Optional[int] = None  # validation batch size (default: batch_size)
+    num_workers: int = 2  # data loader worker processes (0: load in the main process)
+    max_train_images: Optional[int] = None  # take the first N training images (for quick runs)
+    max_val_images: Optional[int] = None  # take the first N validation images
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # training augmentation

@@ -1,0 +1,171 @@
+"""YOLO (Ultralytics layout) -> ``DatasetIndex``.
+
+``data.yaml`` holds ``path`` (dataset root; relative to the YAML's folder; default: that folder),
+``train`` / ``val`` (a folder of images, a ``.txt`` list of image paths, or a list of those,
+relative to ``path``) and ``names`` (a list, or a dict ``{0: name, 1: ...}`` with keys 0..K-1;
+the class index is the label). Each image's label file is found as YOLO does: the last
+``/images/`` of the image path becomes ``/labels/`` and the extension ``.txt``. A label line is
+``class cx cy w h`` normalised to 0..1; the image size comes from the image header. A missing or
+empty label file means an image without objects.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from distill.data.records import (
+    BAD_ANNOTATION,
+    DatasetError,
+    DatasetIndex,
+    RawObject,
+    RawSample,
+    check_policy,
+    take_first,
+    validate_samples,
+)
+
+PathLike = str | Path
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def find_data_yaml(root: PathLike) -> Path:
+    """``root`` itself when it is a file, else ``root/data.yaml`` (or ``data.yml``)."""
+    root = Path(root)
+    if root.is_file():
+        return root
+    for name in ("data.yaml", "data.yml"):
+        if (root / name).is_file():
+            return root / name
+    raise DatasetError(f"{root}: no data.yaml found; expected the YOLO data.yaml or its folder")
+
+
+def load_data_yaml(path: PathLike) -> dict[str, Any]:
+    """The parsed ``data.yaml`` with ``names`` normalised to a list and ``path`` resolved."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise DatasetError(f"{path}: YAML does not parse: {exc}") from exc
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read the file: {exc}") from exc
+    if not isinstance(data, dict) or "names" not in data:
+        raise DatasetError(f"{path}: missing key 'names'; expected a mapping with path, train, "
+                           "val and names")
+    names = data["names"]
+    if isinstance(names, dict):
+        names = {int(k) if isinstance(k, str) and k.isdigit() else k: v for k, v in names.items()}
+        if not all(isinstance(k, int) for k in names):
+            raise DatasetError(f"{path}: 'names' keys {list(names)}; expected class indices 0..K-1")
+        keys = sorted(names)
+        if keys != list(range(len(keys))):
+            raise DatasetError(f"{path}: 'names' keys are {keys}; expected 0..{len(keys) - 1}")
+        names = [names[k] for k in keys]
+    if not isinstance(names, list) or not names:
+        raise DatasetError(f"{path}: 'names' = {data['names']!r}; expected a non-empty list or "
+                           "dict of class names")
+    if "nc" in data and data["nc"] != len(names):
+        raise DatasetError(f"{path}: nc = {data['nc']} but 'names' has {len(names)} entries")
+    base = Path(data.get("path") or ".")
+    if not base.is_absolute():
+        base = path.parent / base
+    return {**data, "names": [str(n) for n in names], "path": base}
+
+
+def label_path(image_path: PathLike) -> Path:
+    """YOLO's rule: the last ``/images/`` becomes ``/labels/``, the extension ``.txt``."""
+    sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
+    text = sb.join(str(image_path).rsplit(sa, 1))
+    return Path(text.rsplit(".", 1)[0] + ".txt")
+
+
+def _image_list(base: Path, entry: Any, yaml_path: Path, key: str) -> list[Path]:
+    entries = entry if isinstance(entry, list) else [entry]
+    images: list[Path] = []
+    for item in entries:
+        if not isinstance(item, str):
+            raise DatasetError(f"{yaml_path}: {key} = {entry!r}; expected a path or list of paths")
+        p = Path(item) if Path(item).is_absolute() else base / item
+        if p.is_dir():
+            images += sorted(
+                f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()
+            )
+        elif p.is_file() and p.suffix == ".txt":
+            for line in p.read_text(encoding="utf-8").splitlines():
+                line = line.strip()
+                if line:
+                    q = Path(line)
+                    images.append(q if q.is_absolute() else (p.parent / q))
+        else:
+            raise DatasetError(f"{yaml_path}: {key}: {p} not found; expected an image folder or a "
+                               ".txt list of images")
+    return images
+
+
+def _read_labels(raw: RawSample, path: Path, num_classes: int) -> None:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raw.problem = (BAD_ANNOTATION, f"cannot read label file: {exc}")
+        return
+    for n, line in enumerate(lines, start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        obj = RawObject(f"line {n}", fields[0], None, None, written=f"line {line.strip()!r}",
+                        normalized=True)
+        try:
+            values = [float(v) for v in fields]
+        except ValueError:
+            values = []
+        if len(fields) != 5 or not values:
+            obj.problem = "expected 5 numbers 'class cx cy w h' (normalised 0..1)"
+        elif not values[0].is_integer():
+            obj.problem = "class index is not an integer"
+        else:
+            cls = int(values[0])
+            obj.category = cls
+            obj.label = cls if 0 <= cls < num_classes else None
+            cx, cy, w, h = values[1:]
+            obj.box = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+        raw.objects.append(obj)
+
+
+def parse_yolo(
+    data_yaml: PathLike,
+    split: str,
+    *,
+    bad_samples: str = "error",
+    max_images: int | None = None,
+) -> DatasetIndex:
+    """Read and validate split ``split`` (a key of data.yaml, e.g. ``"train"``).
+
+    ``data_yaml`` is the YAML file or the folder holding ``data.yaml``.
+    """
+    check_policy(bad_samples)
+    yaml_path = find_data_yaml(data_yaml)
+    data = load_data_yaml(yaml_path)
+    if split not in data or data[split] in (None, ""):
+        keys = [k for k in data if k not in ("names", "nc", "path")]
+        raise DatasetError(f"{yaml_path}: no split key {split!r}; keys are {keys}")
+    names = data["names"]
+    images = take_first(_image_list(data["path"], data[split], yaml_path, split), max_images)
+    if not images:
+        raise DatasetError(f"{yaml_path}: split {split!r} has no images")
+    raws = []
+    for index, image in enumerate(images):
+        labels = label_path(image)
+        raw = RawSample(str(labels), image, image_id=index)
+        if labels.is_file():
+            _read_labels(raw, labels, len(names))
+        raws.append(raw)
+    return validate_samples(
+        raws,
+        names,
+        bad_samples=bad_samples,
+        source=f"YOLO {yaml_path} split {split!r}",
+        category_hint=f"a class index in 0..{len(names) - 1} ({names})",
+    )

@@ -1,0 +1,199 @@
+"""Recipes: YAML files read with omegaconf into a typed schema of dataclasses.
+
+A recipe may name a ``base:`` recipe (a path relative to itself) whose values it overrides;
+``key=value`` pairs from the command line override both. Unknown keys, values of the wrong type
+and values outside a key's choices stop with a message naming the file, the key and what was
+expected, before any work starts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from distill.data.settings import DataConfig
+from distill.data.synthetic import SyntheticConfig
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used: the message names the file, the key and what was expected."""
+
+
+@dataclass
+class ModelConfig:
+    """Which detector to build."""
+
+    name: str = "efficientdet_dm2"  # a name from `distill info --list`
+    image_size: Optional[int] = None  # input side in pixels (multiple of 128); default: the model's
+    pretrained: bool = False  # timm backbone weights from the hub (needs internet)
+    backbone_weights: Optional[str] = None  # local backbone weights file (timm state dict)
+    fusion: Optional[str] = None  # BiFPN fusion: fast | softmax | sum (default: the model's)
+
+
+@dataclass
+class DatasetConfig(DataConfig):
+    """Dataset section: the data loader settings plus the embedded generator's settings."""
+
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer, learning-rate schedule and weight averaging."""
+
+    name: str = "sgd"  # sgd | adamw
+    lr: float = 0.08  # peak learning rate (for the recipe's batch size)
+    momentum: float = 0.9  # SGD momentum (adamw: beta1)
+    weight_decay: float = 4e-5
+    warmup_epochs: float = 1.0  # linear warm-up from lr * warmup_factor, in epochs (fractions ok)
+    warmup_factor: float = 0.1
+    min_lr_ratio: float = 0.01  # cosine decays to lr * min_lr_ratio
+    ema_decay: float = 0.9998  # EMA of weights (warm-up adjusted); 0 switches EMA off
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning Trainer settings."""
+
+    epochs: int = 20
+    max_steps: int = -1  # stop after this many optimizer steps (-1: epochs decide)
+    accelerator: str = "auto"  # auto | cpu | gpu
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"  # auto | ddp | ...
+    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
+    grad_clip: float = 10.0  # gradient norm clipping (0: off)
+    val_every: int = 1  # validate every N epochs
+    log_every: int = 10  # log every N steps
+    limit_val_batches: float = 1.0  # fraction (<= 1.0) or number of validation batches
+    deterministic: bool = False
+    progress_bar: bool = True
+
+
+@dataclass
+class Recipe:
+    """A whole recipe: what to train, on which data, how, and where the results go."""
+
+    name: str = "run"  # run folder name under output_dir
+    seed: int = 0
+    output_dir: str = "runs"
+    logger: str = "wandb"  # wandb | csv | tensorboard | none
+    wandb_mode: str = "offline"  # offline | online | disabled
+    wandb_project: str = "distill"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DatasetConfig = field(default_factory=DatasetConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "logger": ("wandb", "csv", "tensorboard", "none"),
+    "wandb_mode": ("offline", "online", "disabled"),
+    "model.fusion": ("fast", "softmax", "sum"),
+    "data.format": ("synthetic", "coco", "voc", "yolo"),
+    "data.bad_samples": ("error", "drop"),
+    "optim.name": ("sgd", "adamw"),
+    "trainer.precision": ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"),
+}
+
+
+def _check_keys(values: Any, schema: type, source: str, prefix: str = "") -> None:
+    """Raise RecipeError for the first key in ``values`` that ``schema`` does not define."""
+    if not isinstance(values, dict):
+        return
+    known = {f.name: f for f in fields(schema)}
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if key not in known:
+            close = difflib.get_close_matches(str(key), list(known), n=1)
+            hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
+            raise RecipeError(
+                f"{source}: unknown key '{path}'.{hint} Valid keys"
+                f"{' under ' + repr(prefix[:-1]) if prefix else ''}: {', '.join(sorted(known))}"
+            )
+        sub = known[key].default_factory if known[key].default_factory is not None else None
+        if isinstance(value, dict):
+            if sub is None or not is_dataclass(sub):
+                raise RecipeError(f"{source}: key '{path}' takes a single value, not a mapping")
+            _check_keys(value, sub, source, prefix=f"{path}.")
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """Read a recipe file and, recursively, the ``base`` recipes it names (base values first)."""
+    if not path.is_file():
+        raise RecipeError(f"recipe file not found: {path}")
+    if path.resolve() in seen:
+        raise RecipeError(f"{path}: 'base' chain loops back to itself")
+    try:
+        values = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except Exception as err:  # yaml errors come in several types
+        raise RecipeError(f"{path}: not valid YAML: {err}") from err
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise RecipeError(
+            f"{path}: a recipe must be a mapping of keys, got {type(values).__name__}"
+        )
+    base = values.pop("base", None)
+    _check_keys(values, Recipe, str(path))
+    if base is None:
+        return values
+    base_path = (path.parent / str(base)).resolve()
+    merged = OmegaConf.merge(_read_yaml(base_path, (*seen, path.resolve())), values)
+    return OmegaConf.to_container(merged)
+
+
+def _parse_overrides(overrides: list[str]) -> dict:
+    """Turn ``key=value`` strings into a nested dict, with a clear error for malformed ones."""
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise RecipeError(f"command line: override '{item}' is not of the form key=value")
+    try:
+        return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as err:
+        raise RecipeError(f"command line: cannot parse overrides {overrides}: {err}") from err
+
+
+def _check_choices(recipe: DictConfig, source: str) -> None:
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(recipe, key)
+        if value is not None and value not in allowed:
+            raise RecipeError(
+                f"{source}: '{key}' is '{value}', expected one of {', '.join(allowed)}"
+            )
+
+
+def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = None) -> Recipe:
+    """Load a recipe file (or the defaults when ``path`` is None) with ``key=value`` overrides.
+
+    Returns a typed ``Recipe``; raises ``RecipeError`` naming the file and key on any problem.
+    """
+    source = str(path) if path is not None else "defaults"
+    values = _read_yaml(Path(path)) if path is not None else {}
+    cli = _parse_overrides(list(overrides or []))
+    _check_keys(cli, Recipe, "command line")
+    schema = OmegaConf.structured(Recipe)
+    for layer, where in ((values, source), (cli, "command line")):
+        try:
+            schema = OmegaConf.merge(schema, layer)
+        except OmegaConfBaseException as err:
+            key = getattr(err, "full_key", None) or "?"
+            raise RecipeError(f"{where}: bad value for '{key}': {err.msg}") from err
+    _check_choices(schema, f"{source} (+ command line)" if cli else source)
+    return OmegaConf.to_object(schema)
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    """The fully resolved recipe as YAML text (saved into every run folder)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(recipe))
+
+
+def recipe_to_dict(recipe: Recipe) -> dict:
+    """The recipe as plain Python containers (for checkpoints and loggers)."""
+    return OmegaConf.to_container(OmegaConf.structured(recipe))

@@ -1,0 +1,74 @@
+"""timm backbone wrapper that yields strides 8/16/32 plus extra P6/P7 levels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+from .layers import ConvBnAct, downsample2x
+
+
+def _pick_indices(reductions: list[int], strides: tuple[int, ...]) -> list[int]:
+    """Index of the last feature with each wanted reduction (stride)."""
+    picked = []
+    for stride in strides:
+        matches = [i for i, r in enumerate(reductions) if r == stride]
+        if not matches:
+            raise ValueError(f"backbone has no feature at stride {stride} (has {reductions})")
+        picked.append(matches[-1])
+    return picked
+
+
+class TimmBackbone(nn.Module):
+    """A timm ``features_only`` model returning the levels at ``strides``.
+
+    ``num_extra`` further levels are made like effdet: a 1x1 conv + BN when the channels differ
+    from ``extra_channels``, then max-pool with stride 2 (the later ones only pool).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        pretrained: bool = False,
+        weights_file: str | Path | None = None,
+        strides: tuple[int, ...] = (8, 16, 32),
+        num_extra: int = 2,
+        extra_channels: int = 64,
+        conv_bias: bool = True,
+        **timm_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        if weights_file is not None:
+            pretrained = True
+            timm_kwargs["pretrained_cfg_overlay"] = dict(file=str(weights_file))
+        self.body = timm.create_model(
+            name, features_only=True, pretrained=pretrained, **timm_kwargs
+        )
+        info = self.body.feature_info
+        self.indices = _pick_indices(list(info.reduction()), strides)
+        channels = [info.channels()[i] for i in self.indices]
+        self.extra = nn.ModuleList()
+        in_ch = channels[-1]
+        for _ in range(num_extra):
+            if in_ch != extra_channels:
+                conv = ConvBnAct(in_ch, extra_channels, 1, bias=conv_bias)
+            else:
+                conv = nn.Identity()
+            self.extra.append(conv)
+            in_ch = extra_channels
+            channels.append(extra_channels)
+        self.channels: list[int] = channels
+        self.strides: list[int] = list(strides) + [
+            strides[-1] * 2 ** (i + 1) for i in range(num_extra)
+        ]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = self.body(x)
+        out = [feats[i] for i in self.indices]
+        for conv in self.extra:
+            out.append(downsample2x(conv(out[-1])))
+        return out

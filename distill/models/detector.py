@@ -1,0 +1,104 @@
+"""The ``Detector`` module: backbone -> neck -> class/box heads, with loss and predict."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .anchors import AnchorGenerator, BoxCoder
+from .assigner import pad_targets
+from .losses import detection_loss
+from .postprocess import postprocess
+
+
+@dataclass
+class DetectorOutput:
+    """Raw outputs of a forward pass.
+
+    ``features`` are the neck outputs (one per level, the distillation taps); ``cls_logits`` is
+    ``[B, A, K]`` and ``box_deltas`` ``[B, A, 4]`` with ``A`` over levels, locations (row-major)
+    and anchors of a location. ``image_shape`` is the (h, w) of the input batch.
+    """
+
+    features: list[torch.Tensor]
+    cls_logits: torch.Tensor
+    box_deltas: torch.Tensor
+    image_shape: tuple[int, int] | None = None
+
+
+class Detector(nn.Module):
+    """Anchor-based one-stage detector (EfficientDet layout) following the model contract."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        neck: nn.Module,
+        class_head: nn.Module,
+        box_head: nn.Module,
+        anchors: AnchorGenerator,
+        num_classes: int,
+        image_size: int,
+        strides: list[int],
+        neck_channels: list[int],
+        loss_cfg: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.neck = neck
+        self.class_head = class_head
+        self.box_head = box_head
+        self.anchor_generator = anchors
+        self.box_coder = BoxCoder()
+        self.num_classes = num_classes
+        self.image_size = image_size
+        self.strides = list(strides)
+        self.neck_channels = list(neck_channels)
+        self.loss_cfg = dict(loss_cfg or {})
+
+    def anchors(self, image_shape: tuple[int, int], device: torch.device) -> torch.Tensor:
+        """Anchors ``[A, 4]`` xyxy for an input of ``image_shape`` (cached)."""
+        return self.anchor_generator(image_shape, device)
+
+    def forward(self, images: torch.Tensor) -> DetectorOutput:
+        """Run the network on ``images`` ``[B, 3, H, W]``."""
+        feats = self.neck(self.backbone(images))
+        return DetectorOutput(
+            features=feats,
+            cls_logits=self.class_head(feats),
+            box_deltas=self.box_head(feats),
+            image_shape=(int(images.shape[-2]), int(images.shape[-1])),
+        )
+
+    def _shape(self, output: DetectorOutput) -> tuple[int, int]:
+        return output.image_shape or (self.image_size, self.image_size)
+
+    def loss(self, output: DetectorOutput, targets: list[dict]) -> dict[str, torch.Tensor]:
+        """Focal + Huber loss against ``targets`` (list of dicts with ``boxes``, ``labels``)."""
+        device = output.cls_logits.device
+        anchors = self.anchors(self._shape(output), device)
+        padded = pad_targets(targets, device)
+        return detection_loss(
+            output.cls_logits, output.box_deltas, anchors, padded, self.box_coder, **self.loss_cfg
+        )
+
+    @torch.no_grad()
+    def predict(
+        self,
+        output: DetectorOutput,
+        score_threshold: float = 0.05,
+        max_detections: int = 100,
+    ) -> list[dict[str, torch.Tensor]]:
+        """Detections per image: ``boxes`` (xyxy input pixels), ``scores``, ``labels``."""
+        shape = self._shape(output)
+        anchors = self.anchors(shape, output.cls_logits.device)
+        return postprocess(
+            output.cls_logits,
+            output.box_deltas,
+            anchors,
+            shape,
+            score_threshold=score_threshold,
+            max_detections=max_detections,
+            coder=self.box_coder,
+        )

@@ -1,0 +1,185 @@
+"""EfficientDet family: compound-scaled configs (paper table for D0..D7) and the builder."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .anchors import AnchorGenerator
+from .backbone import TimmBackbone
+from .bifpn import BiFPN
+from .detector import Detector
+from .head import Head
+from .layers import SeparableConv
+from .registry import register_model
+
+# phi: (image size, backbone, BiFPN width, BiFPN repeats, head repeats, fusion) -- paper table
+PAPER_TABLE: dict[int, tuple[int, str, int, int, int, str]] = {
+    0: (512, "efficientnet_b0", 64, 3, 3, "fast"),
+    1: (640, "efficientnet_b1", 88, 4, 3, "fast"),
+    2: (768, "efficientnet_b2", 112, 5, 3, "fast"),
+    3: (896, "efficientnet_b3", 160, 6, 4, "fast"),
+    4: (1024, "efficientnet_b4", 224, 7, 4, "fast"),
+    5: (1280, "efficientnet_b5", 288, 7, 4, "fast"),
+    6: (1280, "efficientnet_b6", 384, 8, 5, "sum"),
+    7: (1536, "efficientnet_b6", 384, 8, 5, "sum"),
+}
+# backbones below B0 for negative phi (timm TinyNets, same EfficientNet blocks)
+SMALL_BACKBONES: dict[int, str] = {-1: "tinynet_b", -2: "tinynet_c", -3: "tinynet_e"}
+
+
+@dataclass
+class EfficientDetConfig:
+    """Everything needed to build one EfficientDet-style detector."""
+
+    name: str
+    image_size: int
+    backbone: str
+    fpn_channels: int
+    fpn_repeats: int
+    head_repeats: int
+    fusion: str = "fast"
+    num_scales: int = 3
+    aspect_ratios: tuple[tuple[float, float], ...] = ((1.0, 1.0), (1.4, 0.7), (0.7, 1.4))
+    anchor_scale: float = 4.0
+    conv_bias: bool = True
+    drop_path_rate: float = 0.2
+    backbone_weights: str | None = None
+
+    def replace(self, **overrides: Any) -> EfficientDetConfig:
+        """Copy with ``overrides`` applied; unknown keys raise ``ValueError``."""
+        fields = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise ValueError(f"unknown override(s) {unknown}; valid: {sorted(fields)}")
+        return dataclasses.replace(self, **overrides)
+
+
+def round_to(value: float, multiple: int, minimum: int | None = None) -> int:
+    """``value`` rounded to the nearest multiple of ``multiple`` (at least ``minimum``)."""
+    minimum = multiple if minimum is None else minimum
+    return max(minimum, int(value / multiple + 0.5) * multiple)
+
+
+def efficientdet_config(phi: float, name: str | None = None) -> EfficientDetConfig:
+    """Compound-scaled config for any (also fractional or negative) ``phi``.
+
+    ``W = 64 * 1.35**phi`` (multiple of 8), ``D_bifpn = 3 + phi``, ``D_head = 3 + floor(phi / 3)``,
+    ``R = 512 + 128 * phi`` (multiple of 128); the paper table wins for integer phi in 0..7.
+    Backbone: EfficientNet-B{round(phi)}, TinyNets below 0.
+    """
+    name = name or f"efficientdet_phi{phi:g}"
+    if float(phi).is_integer() and int(phi) in PAPER_TABLE:
+        size, backbone, width, fpn_rep, head_rep, fusion = PAPER_TABLE[int(phi)]
+        return EfficientDetConfig(name, size, backbone, width, fpn_rep, head_rep, fusion)
+    level = int(math.floor(phi + 0.5))
+    if level >= 0:
+        backbone = f"efficientnet_b{min(level, 7)}"
+    else:
+        backbone = SMALL_BACKBONES[max(level, min(SMALL_BACKBONES))]
+    return EfficientDetConfig(
+        name=name,
+        image_size=round_to(512 + 128 * phi, 128),
+        backbone=backbone,
+        fpn_channels=round_to(64 * 1.35**phi, 8),
+        fpn_repeats=max(1, int(math.floor(3 + phi + 0.5))),
+        head_repeats=max(1, 3 + math.floor(phi / 3)),
+        fusion="sum" if phi >= 6 else "fast",
+    )
+
+
+def _glorot_init(module: nn.Module) -> None:
+    """TF-style Glorot-uniform init of the BiFPN separable convs (biases zero)."""
+    for m in module.modules():
+        if isinstance(m, SeparableConv):
+            for conv in (m.conv_dw, m.conv_pw):
+                fan_in = conv.weight[0].numel()
+                fan_out = conv.weight.shape[0] * conv.weight[0, 0].numel() // conv.groups
+                nn.init.uniform_(conv.weight, -1, 1)
+                conv.weight.data.mul_(math.sqrt(3.0 / max(1.0, (fan_in + fan_out) / 2.0)))
+                if conv.bias is not None:
+                    nn.init.zeros_(conv.bias)
+
+
+def build_efficientdet(
+    cfg: EfficientDetConfig, num_classes: int, pretrained: bool = False
+) -> Detector:
+    """Build a ``Detector`` from ``cfg`` (pass ``pretrained`` to timm for the backbone)."""
+    num_levels = 5
+    backbone = TimmBackbone(
+        cfg.backbone,
+        pretrained=pretrained,
+        weights_file=Path(cfg.backbone_weights) if cfg.backbone_weights else None,
+        num_extra=num_levels - 3,
+        extra_channels=cfg.fpn_channels,
+        conv_bias=cfg.conv_bias,
+        drop_path_rate=cfg.drop_path_rate,
+    )
+    neck = BiFPN(backbone.channels, cfg.fpn_channels, cfg.fpn_repeats, cfg.fusion, cfg.conv_bias)
+    _glorot_init(neck)
+    num_anchors = cfg.num_scales * len(cfg.aspect_ratios)
+    head_args = dict(
+        channels=cfg.fpn_channels,
+        num_anchors=num_anchors,
+        repeats=cfg.head_repeats,
+        num_levels=num_levels,
+        conv_bias=cfg.conv_bias,
+    )
+    return Detector(
+        backbone=backbone,
+        neck=neck,
+        class_head=Head(num_outputs=num_classes, prior_prob=0.01, **head_args),
+        box_head=Head(num_outputs=4, **head_args),
+        anchors=AnchorGenerator(
+            backbone.strides, cfg.num_scales, cfg.aspect_ratios, cfg.anchor_scale
+        ),
+        num_classes=num_classes,
+        image_size=cfg.image_size,
+        strides=backbone.strides,
+        neck_channels=neck.out_channels,
+    )
+
+
+def build_from_config(
+    cfg: EfficientDetConfig,
+    num_classes: int,
+    image_size: int | None = None,
+    pretrained: bool = False,
+    **overrides: Any,
+) -> Detector:
+    """Apply ``image_size`` and ``overrides`` to ``cfg`` and build the detector."""
+    if image_size is not None:
+        overrides["image_size"] = int(image_size)
+    cfg = cfg.replace(**overrides)
+    model = build_efficientdet(cfg, num_classes, pretrained)
+    model.config = cfg
+    return model
+
+
+def _register_paper_models() -> None:
+    for phi in PAPER_TABLE:
+        name = f"efficientdet_d{phi}"
+        cfg = efficientdet_config(phi, name)
+        desc = (
+            f"EfficientDet-D{phi} ({cfg.backbone}, BiFPN {cfg.fpn_channels}x{cfg.fpn_repeats}, "
+            f"head x{cfg.head_repeats}, {cfg.image_size}px)"
+        )
+
+        def builder(
+            num_classes: int,
+            image_size: int | None = None,
+            pretrained: bool = False,
+            _cfg: EfficientDetConfig = cfg,
+            **overrides: Any,
+        ) -> Detector:
+            return build_from_config(_cfg, num_classes, image_size, pretrained, **overrides)
+
+        register_model(name, desc)(builder)
+
+
+_register_paper_models()

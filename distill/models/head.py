@@ -1,0 +1,57 @@
+"""Class and box heads: separable convs shared over levels, one BatchNorm per level and repeat."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .layers import SeparableConv, batch_norm
+
+
+class Head(nn.Module):
+    """EfficientDet prediction head producing ``num_anchors * num_outputs`` channels per level."""
+
+    def __init__(
+        self,
+        channels: int,
+        num_outputs: int,
+        num_anchors: int,
+        repeats: int,
+        num_levels: int,
+        prior_prob: float | None = None,
+        conv_bias: bool = True,
+    ) -> None:
+        super().__init__()
+        self.num_outputs = num_outputs
+        self.conv_rep = nn.ModuleList(
+            SeparableConv(channels, channels, 3, bias=conv_bias, norm=False) for _ in range(repeats)
+        )
+        self.bn_rep = nn.ModuleList(
+            nn.ModuleList(batch_norm(channels) for _ in range(num_levels)) for _ in range(repeats)
+        )
+        self.act = nn.SiLU(inplace=True)
+        self.predict = SeparableConv(channels, num_outputs * num_anchors, 3, bias=True, norm=False)
+        self.reset_parameters(prior_prob)
+
+    def reset_parameters(self, prior_prob: float | None = None) -> None:
+        """Variance-scaling init of the convs; prediction bias ``-log((1 - p) / p)`` or zero."""
+        for conv in [*self.conv_rep, self.predict]:
+            for layer in (conv.conv_dw, conv.conv_pw):
+                fan_in = layer.weight[0].numel()
+                nn.init.normal_(layer.weight, std=math.sqrt(1.0 / max(1.0, fan_in)))
+                if layer.bias is not None:
+                    nn.init.zeros_(layer.bias)
+        if prior_prob is not None:
+            nn.init.constant_(self.predict.conv_pw.bias, -math.log((1 - prior_prob) / prior_prob))
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """Return ``[B, sum_l H_l * W_l * anchors, num_outputs]`` (level, row-major, anchor)."""
+        outs = []
+        for level, x in enumerate(feats):
+            for conv, bns in zip(self.conv_rep, self.bn_rep, strict=True):
+                x = self.act(bns[level](conv(x)))
+            x = self.predict(x)
+            outs.append(x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, self.num_outputs))
+        return torch.cat(outs, dim=1)

@@ -1,0 +1,66 @@
+"""Name -> builder registry for detectors."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+_DESCRIPTIONS: dict[str, str] = {}
+
+
+def register_model(name: str, description: str = "") -> Callable:
+    """Decorator registering ``fn(num_classes, image_size=None, pretrained=False, **overrides)``."""
+
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _BUILDERS and _BUILDERS[name] is not fn:
+            raise ValueError(f"model {name!r} is already registered")
+        _BUILDERS[name] = fn
+        _DESCRIPTIONS[name] = description or (fn.__doc__ or "").strip().split("\n")[0]
+        return fn
+
+    return wrap
+
+
+def _load_presets() -> None:
+    """Import the packages whose import registers presets (lazily, to avoid import cycles)."""
+    import students  # noqa: F401
+
+    from . import efficientdet  # noqa: F401
+
+    if importlib.util.find_spec("teachers") is not None:
+        importlib.import_module("teachers")
+
+
+def list_models() -> list[str]:
+    """Sorted names of all registered models."""
+    _load_presets()
+    return sorted(_BUILDERS)
+
+
+def _lookup(name: str) -> str:
+    _load_presets()
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(_BUILDERS))}")
+    return name
+
+
+def model_description(name: str) -> str:
+    """One-line description of a registered model."""
+    return _DESCRIPTIONS[_lookup(name)]
+
+
+def build_model(
+    name: str,
+    num_classes: int,
+    image_size: int | None = None,
+    pretrained: bool = False,
+    **overrides: Any,
+) -> nn.Module:
+    """Build the registered model ``name`` (a ``Detector``); ``overrides`` go to its builder."""
+    fn = _BUILDERS[_lookup(name)]
+    return fn(num_classes=num_classes, image_size=image_size, pretrained=pretrained, **overrides)

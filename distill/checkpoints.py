@@ -1,0 +1,56 @@
+"""Reading checkpoints safely and loading them strictly, with every mismatch named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from distill.config import RecipeError
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a Lightning checkpoint with ``weights_only=True``; a clear error if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise RecipeError(f"{path}: not a loadable checkpoint: {err}") from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise RecipeError(f"{path}: no 'state_dict' in the file; expected a `distill` checkpoint")
+    return checkpoint
+
+
+def load_state_strict(
+    module: nn.Module, state: dict[str, torch.Tensor], source: str, what: str = "the model"
+) -> None:
+    """Load ``state`` into ``module``; any missing, unexpected or mis-shaped key stops with a list.
+
+    Nothing is loaded unless everything fits.
+    """
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [
+        f"{k}: {tuple(state[k].shape)} in file, {tuple(own[k].shape)} in model"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        for label, keys in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", mismatched),
+        ):
+            if keys:
+                shown = ", ".join(keys[:8]) + (
+                    f", ... ({len(keys)} in all)" if len(keys) > 8 else ""
+                )
+                parts.append(f"{label}: {shown}")
+        raise RecipeError(f"{source}: does not fit {what}; " + "; ".join(parts))
+    module.load_state_dict(state, strict=True)

@@ -1,0 +1,61 @@
+"""COCO mAP with torchmetrics, predictions mapped back to original image pixels."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchmetrics.detection import MeanAveragePrecision
+
+
+def make_map_metric() -> MeanAveragePrecision:
+    """COCO-style box mAP (pycocotools backend) with per-class AP."""
+    return MeanAveragePrecision(box_format="xyxy", iou_type="bbox", class_metrics=True)
+
+
+def to_original_pixels(
+    predictions: list[dict[str, torch.Tensor]], targets: list[dict[str, Any]]
+) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, torch.Tensor]]]:
+    """Undo the letterbox scale on predictions and targets, ready for ``MeanAveragePrecision``."""
+    preds, gts = [], []
+    for pred, target in zip(predictions, targets):
+        scale = float(target["scale"])
+        preds.append(
+            {"boxes": pred["boxes"] / scale, "scores": pred["scores"], "labels": pred["labels"]}
+        )
+        gts.append({"boxes": target["boxes"] / scale, "labels": target["labels"]})
+    return preds, gts
+
+
+def summarize_map(result: dict[str, torch.Tensor], class_names: list[str]) -> dict[str, Any]:
+    """Plain-number summary: ``map``, ``map_50``, ``map_75``, size buckets, recall, per-class AP.
+
+    A class without ground truth in the evaluated split gets ``None`` instead of COCO's -1.
+    """
+    keys = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_100")
+    summary: dict[str, Any] = {k: round(float(result[k]), 6) for k in keys if k in result}
+    per_class: dict[str, float | None] = {name: None for name in class_names}
+    classes = result.get("classes")
+    values = result.get("map_per_class")
+    if classes is not None and values is not None:
+        for cls, ap in zip(classes.reshape(-1).tolist(), values.reshape(-1).tolist()):
+            if 0 <= cls < len(class_names):
+                per_class[class_names[cls]] = round(ap, 6) if ap >= 0 else None
+    summary["per_class"] = per_class
+    return summary
+
+
+def write_json_atomic(path: str | os.PathLike, payload: dict) -> Path:
+    """Write JSON next to ``path`` and rename it into place, so a kill never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(payload, handle, indent=2)
+        handle.write("\n")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,114 @@
+"""The LightningModule that trains and evaluates one detector of the model family."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from distill.evaluation import make_map_metric, summarize_map, to_original_pixels
+from distill.lightning.schedules import warmup_cosine
+from distill.models import build_model
+
+
+def model_overrides(model_cfg: dict[str, Any]) -> dict[str, Any]:
+    """Builder keyword overrides set in a recipe's ``model`` section (unset keys left out)."""
+    keys = ("fusion", "backbone_weights", "bn_momentum", "drop_path_rate")
+    return {key: model_cfg[key] for key in keys if model_cfg.get(key) is not None}
+
+
+def build_detector(model_cfg: dict[str, Any], num_classes: int) -> nn.Module:
+    """Build the detector a recipe's ``model`` section describes."""
+    return build_model(
+        model_cfg["name"],
+        num_classes=num_classes,
+        image_size=model_cfg.get("image_size"),
+        pretrained=bool(model_cfg.get("pretrained", False)),
+        **model_overrides(model_cfg),
+    )
+
+
+def split_weight_decay(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Parameter groups: no weight decay on biases and normalisation weights (1-d tensors)."""
+    decay, no_decay = [], []
+    for param in module.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 else decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+class DetectionModule(pl.LightningModule):
+    """Trains one detector: focal + box loss, warm-up/cosine schedule, validation COCO mAP.
+
+    ``recipe`` is the recipe as plain containers (``distill.config.recipe_to_dict``) and
+    ``class_names`` the dataset's classes in label order; both are saved in the checkpoint.
+    """
+
+    def __init__(self, recipe: dict[str, Any], class_names: list[str]) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.class_names = list(class_names)
+        self.optim_cfg = recipe["optim"]
+        self.model = build_detector(recipe["model"], num_classes=len(class_names))
+        self.val_map = make_map_metric()
+        self.last_metrics: dict[str, Any] = {}
+
+    def forward(self, images: torch.Tensor):
+        """Raw detector output for a batch of normalised images."""
+        return self.model(images)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images, targets = batch
+        losses = self.model.loss(self.model(images), targets)
+        self.log_dict(
+            {f"train/{name}": value for name, value in losses.items()},
+            prog_bar=True,
+            batch_size=images.shape[0],
+        )
+        return losses["loss"]
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        images, targets = batch
+        output = self.model(images)
+        losses = self.model.loss(output, targets)
+        self.log("val/loss", losses["loss"], batch_size=images.shape[0], sync_dist=True)
+        preds, gts = to_original_pixels(self.model.predict(output), targets)
+        self.val_map.update(preds, gts)
+
+    def on_validation_epoch_end(self) -> None:
+        result = self.val_map.compute()
+        self.val_map.reset()
+        self.last_metrics = summarize_map(result, self.class_names)
+        self.log_dict(
+            {f"val/{k}": v for k, v in self.last_metrics.items() if k not in ("map", "per_class")}
+        )
+        self.log("val/map", self.last_metrics["map"], prog_bar=True)
+
+    def configure_optimizers(self):
+        cfg = self.optim_cfg
+        groups = split_weight_decay(self, cfg["weight_decay"])
+        if cfg["name"] == "adamw":
+            optimizer = torch.optim.AdamW(groups, lr=cfg["lr"], betas=(cfg["momentum"], 0.999))
+        else:
+            optimizer = torch.optim.SGD(
+                groups, lr=cfg["lr"], momentum=cfg["momentum"], nesterov=True
+            )
+        total = int(self.trainer.estimated_stepping_batches)
+        per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
+        if self.trainer.max_steps <= 0:
+            per_epoch = max(1, int(self.trainer.num_training_batches))
+        warmup = min(total // 2, int(round(cfg["warmup_epochs"] * per_epoch)))
+
+        def factor(step: int) -> float:
+            return warmup_cosine(step, total, warmup, cfg["warmup_factor"], cfg["min_lr_ratio"])
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

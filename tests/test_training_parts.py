@@ -1,0 +1,73 @@
+"""Schedules, EMA averaging and metric summaries."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from distill.evaluation import make_map_metric, summarize_map, to_original_pixels, write_json_atomic
+from distill.lightning.ema import warmup_ema_avg_fn
+from distill.lightning.schedules import warmup_cosine
+
+
+def test_warmup_then_cosine():
+    f = [
+        warmup_cosine(s, total=100, warmup=10, warmup_factor=0.1, min_ratio=0.01)
+        for s in range(101)
+    ]
+    assert f[0] == pytest.approx(0.1)
+    assert f[5] == pytest.approx(0.55)
+    assert f[10] == pytest.approx(1.0)
+    assert f[55] == pytest.approx(0.01 + 0.99 * 0.5)
+    assert f[100] == pytest.approx(0.01)
+    assert all(a >= b for a, b in zip(f[10:], f[11:]))  # monotone after warm-up
+
+
+def test_ema_decay_ramps_up_then_caps():
+    avg = warmup_ema_avg_fn(0.99)
+    a, c = torch.zeros(3), torch.ones(3)
+    # step 0: beta = 1/10 -> 90% of the new value
+    assert torch.allclose(avg(a, c, torch.tensor(0)), torch.full((3,), 0.9))
+    # late: beta capped at the decay
+    assert torch.allclose(avg(a, c, torch.tensor(10_000)), torch.full((3,), 0.01))
+
+
+def _box(x0, y0, x1, y1):
+    return torch.tensor([[x0, y0, x1, y1]], dtype=torch.float32)
+
+
+def test_map_summary_perfect_and_missing_class():
+    metric = make_map_metric()
+    targets = [{"boxes": _box(20, 20, 60, 80) * 0.5, "labels": torch.tensor([1]), "scale": 0.5}]
+    preds = [
+        {
+            "boxes": _box(20, 20, 60, 80) * 0.5,
+            "scores": torch.tensor([0.9]),
+            "labels": torch.tensor([1]),
+        }
+    ]
+    p, g = to_original_pixels(preds, targets)
+    assert torch.allclose(g[0]["boxes"], _box(20, 20, 60, 80))
+    metric.update(p, g)
+    summary = summarize_map(metric.compute(), ["a", "b", "c"])
+    assert summary["map"] == pytest.approx(1.0)
+    assert summary["map_50"] == pytest.approx(1.0)
+    assert summary["per_class"] == {"a": None, "b": pytest.approx(1.0), "c": None}
+
+
+def test_map_summary_wrong_class_is_zero():
+    metric = make_map_metric()
+    metric.update(
+        [{"boxes": _box(0, 0, 10, 10), "scores": torch.tensor([0.9]), "labels": torch.tensor([0])}],
+        [{"boxes": _box(0, 0, 10, 10), "labels": torch.tensor([1])}],
+    )
+    summary = summarize_map(metric.compute(), ["a", "b"])
+    assert summary["map"] == pytest.approx(0.0)
+    assert not math.isnan(summary["map_50"])
+
+
+def test_atomic_json_write(tmp_path):
+    path = write_json_atomic(tmp_path / "sub" / "m.json", {"map": 0.5})
+    assert json.loads(path.read_text()) == {"map": 0.5}
+    assert [p.name for p in path.parent.iterdir()] == ["m.json"]  # no temp file left

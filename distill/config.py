@@ -34,6 +34,8 @@ class ModelConfig:
     pretrained: bool = False  # timm backbone weights from the hub (needs internet)
     backbone_weights: Optional[str] = None  # local backbone weights file (timm state dict)
     fusion: Optional[str] = None  # BiFPN fusion: fast | softmax | sum (default: the model's)
+    bn_momentum: Optional[float] = None  # BatchNorm momentum for the whole model (default: model's)
+    drop_path_rate: Optional[float] = None  # backbone stochastic depth (default: the model's, 0.2)
 
 
 @dataclass

@@ -50,6 +50,10 @@ class EfficientDetConfig:
     conv_bias: bool = True
     drop_path_rate: float = 0.2
     backbone_weights: str | None = None
+    # BatchNorm momentum (PyTorch convention) for every BN of the model; None keeps the defaults
+    # (0.01 in BiFPN and heads, timm's in the backbone). Short runs want 0.1: with 0.01 the
+    # running statistics trail the weights for hundreds of steps and eval-mode outputs drift.
+    bn_momentum: float | None = None
 
     def replace(self, **overrides: Any) -> EfficientDetConfig:
         """Copy with ``overrides`` applied; unknown keys raise ``ValueError``."""
@@ -157,6 +161,10 @@ def build_from_config(
         overrides["image_size"] = int(image_size)
     cfg = cfg.replace(**overrides)
     model = build_efficientdet(cfg, num_classes, pretrained)
+    if cfg.bn_momentum is not None:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.momentum = cfg.bn_momentum
     model.config = cfg
     return model
 

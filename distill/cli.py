@@ -1,0 +1,112 @@
+"""The ``distill`` command line: train, eval, info, data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+
+from distill.config import RecipeError
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from distill.config import load_recipe
+    from distill.training import train
+
+    metrics = train(load_recipe(args.recipe, args.overrides))
+    print(_metrics_line(metrics))
+    print(f"metrics: {metrics['run_dir']}/metrics.json")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from distill.config import load_recipe
+    from distill.training import evaluate
+
+    metrics = evaluate(load_recipe(args.recipe, args.overrides), args.checkpoint, args.output)
+    print(_metrics_line(metrics))
+    print(f"metrics: {metrics['metrics_file']}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from distill.info import model_info
+    from distill.models import list_models
+
+    names = list_models() if args.model in (None, "all") else [args.model]
+    if args.model not in (None, "all") and args.model not in names:
+        raise RecipeError(f"unknown model '{args.model}'; valid: {', '.join(list_models())}")
+    rows = [model_info(n, num_classes=args.num_classes, image_size=args.image_size) for n in names]
+    if args.json:
+        print(json.dumps(rows[0] if len(rows) == 1 and args.model else rows, indent=2))
+        return 0
+    print(f"{'model':<20} {'image':>7} {'params':>10} {'MACs':>10}  description")
+    for row in rows:
+        size = f"{row['image_size'][0]}"
+        print(
+            f"{row['name']:<20} {size:>7} {row['params'] / 1e6:>9.2f}M {row['macs'] / 1e9:>9.2f}B"
+            f"  {row.get('description', '')}"
+        )
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from distill.config import load_recipe
+    from distill.training import prepare_data
+
+    data = prepare_data(load_recipe(args.recipe, args.overrides))
+    print(json.dumps(data.summary(), indent=2))
+    return 0
+
+
+def _metrics_line(metrics: dict) -> str:
+    return f"mAP {metrics['map']:.4f}  mAP50 {metrics['map_50']:.4f}  mAP75 {metrics['map_75']:.4f}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``distill`` command."""
+    parser = argparse.ArgumentParser(
+        prog="distill", description="Train, evaluate and distil object detectors from YAML recipes."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train the recipe's detector")
+    train.add_argument("recipe", help="recipe YAML file")
+    train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.epochs=5")
+    train.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser("eval", help="evaluate a checkpoint on the recipe's validation split")
+    ev.add_argument("recipe")
+    ev.add_argument("overrides", nargs="*")
+    ev.add_argument("--checkpoint", required=True, help="a checkpoint written by `distill train`")
+    ev.add_argument("--output", help="metrics JSON path (default: in the checkpoint's run folder)")
+    ev.set_defaults(func=_cmd_eval)
+
+    info = sub.add_parser("info", help="parameters and multiply-adds of a model (or all)")
+    info.add_argument("model", nargs="?", help="model name; omit or 'all' for every model")
+    info.add_argument("--num-classes", type=int, default=90)
+    info.add_argument("--image-size", type=int, default=None)
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(func=_cmd_info)
+
+    data = sub.add_parser("data", help="prepare and validate the recipe's dataset, print a summary")
+    data.add_argument("recipe")
+    data.add_argument("overrides", nargs="*")
+    data.set_defaults(func=_cmd_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``distill`` console script."""
+    args = build_parser().parse_args(argv)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    try:
+        return args.func(args)
+    except (RecipeError, ValueError, FileNotFoundError) as err:
+        print(f"distill {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Train and evaluate one detector from a recipe: run folders, loggers, trainer, metrics files."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+
+from distill.checkpoints import load_state_strict, read_checkpoint
+from distill.config import Recipe, RecipeError, recipe_to_dict, recipe_to_yaml
+from distill.data import DetectionDataModule
+from distill.evaluation import write_json_atomic
+from distill.lightning import DetectionModule, WarmupEMA
+from distill.lightning.progress import EpochSummary
+from distill.models import build_model, list_models
+
+log = logging.getLogger(__name__)
+
+
+def new_run_dir(recipe: Recipe) -> Path:
+    """A fresh run folder ``output_dir/name`` (``name-2``, ... if taken): nothing is overwritten."""
+    base = Path(recipe.output_dir) / recipe.name
+    candidate, n = base, 1
+    while candidate.exists() and any(candidate.iterdir()):
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    candidate.mkdir(parents=True, exist_ok=True)
+    return candidate
+
+
+def check_model_name(recipe: Recipe) -> None:
+    """Stop early with the valid names when the recipe names an unknown model."""
+    if recipe.model.name not in list_models():
+        raise RecipeError(
+            f"model.name: unknown model '{recipe.model.name}'; valid: {', '.join(list_models())}"
+        )
+
+
+def resolve_image_size(recipe: Recipe) -> int:
+    """The input size: the recipe's ``model.image_size`` or the model's own default."""
+    if recipe.model.image_size:
+        if recipe.model.image_size % 128:
+            raise RecipeError(
+                f"model.image_size: {recipe.model.image_size} is not a multiple of 128 "
+                "(levels P3..P7 need the input to divide by 2**7)"
+            )
+        return recipe.model.image_size
+    with torch.device("meta"):  # no memory, no init cost: only the default size is wanted
+        return build_model(recipe.model.name, num_classes=1).image_size
+
+
+def prepare_data(recipe: Recipe) -> DetectionDataModule:
+    """Build the data module and parse + validate the dataset now, before any training."""
+    data = DetectionDataModule(
+        recipe.data,
+        image_size=resolve_image_size(recipe),
+        seed=recipe.seed,
+        synthetic=recipe.data.synthetic,
+    )
+    data.setup("fit")
+    return data
+
+
+def build_logger(recipe: Recipe, run_dir: Path):
+    """The recipe's experiment logger (wandb offline by default), or False for none."""
+    if recipe.logger == "none":
+        return False
+    if recipe.logger == "csv":
+        return pl.loggers.CSVLogger(save_dir=run_dir, name="logs", version="")
+    if recipe.logger == "tensorboard":
+        try:
+            return pl.loggers.TensorBoardLogger(save_dir=run_dir, name="logs", version="")
+        except ModuleNotFoundError as err:
+            raise RecipeError(
+                "logger: tensorboard needs the 'tensorboard' package (pip install tensorboard)"
+            ) from err
+    return pl.loggers.WandbLogger(
+        project=recipe.wandb_project,
+        name=f"{recipe.name}:{run_dir.name}",
+        save_dir=str(run_dir),
+        offline=recipe.wandb_mode == "offline",
+        mode=recipe.wandb_mode,
+    )
+
+
+def build_trainer(recipe: Recipe, run_dir: Path, callbacks: list, logger) -> pl.Trainer:
+    """A Lightning Trainer configured by the recipe's ``trainer`` section."""
+    cfg = recipe.trainer
+    precision = "32-true" if cfg.precision == "32" else cfg.precision
+    return pl.Trainer(
+        default_root_dir=run_dir,
+        max_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy,
+        precision=precision,
+        gradient_clip_val=cfg.grad_clip or None,
+        check_val_every_n_epoch=cfg.val_every,
+        log_every_n_steps=cfg.log_every,
+        limit_val_batches=cfg.limit_val_batches,
+        deterministic=cfg.deterministic,
+        enable_progress_bar=cfg.progress_bar,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        logger=logger,
+    )
+
+
+def train(recipe: Recipe) -> dict[str, Any]:
+    """Train the recipe's detector; write checkpoints, ``recipe.yaml`` and ``metrics.json``.
+
+    Returns the final validation metrics (with the EMA weights when EMA is on) plus the run folder.
+    """
+    check_model_name(recipe)
+    pl.seed_everything(recipe.seed, workers=True)
+    data = prepare_data(recipe)
+    run_dir = new_run_dir(recipe)
+    (run_dir / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+    print(f"run folder: {run_dir}")
+    module = DetectionModule(recipe_to_dict(recipe), data.class_names)
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="best",
+        monitor="val/map",
+        mode="max",
+        save_last=True,
+    )
+    callbacks: list = [checkpoint]
+    if not recipe.trainer.progress_bar:
+        callbacks.append(EpochSummary())
+    if recipe.optim.ema_decay > 0:
+        callbacks.append(WarmupEMA(recipe.optim.ema_decay))
+    logger = build_logger(recipe, run_dir)
+    if logger:
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    trainer = build_trainer(recipe, run_dir, callbacks, logger)
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=data)
+    train_seconds = time.perf_counter() - start
+    trainer.validate(module, datamodule=data, verbose=False)
+    metrics = {
+        **module.last_metrics,
+        "best_map": float(checkpoint.best_model_score or 0.0),
+        "train_seconds": round(train_seconds, 1),
+        "steps": int(trainer.global_step),
+        "epochs": int(trainer.current_epoch),
+        "model": recipe.model.name,
+        "image_size": data.image_size,
+        "checkpoint": str(checkpoint.last_model_path),
+        "run_dir": str(run_dir),
+    }
+    write_json_atomic(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def evaluate(recipe: Recipe, checkpoint_path: str | Path, output: str | Path | None = None) -> dict:
+    """Evaluate a checkpoint on the recipe's validation split and write a metrics JSON.
+
+    The JSON goes to ``output`` or, by default, ``eval-<checkpoint name>.json`` in the run folder
+    that holds the checkpoint.
+    """
+    check_model_name(recipe)
+    path = Path(checkpoint_path)
+    checkpoint = read_checkpoint(path)
+    data = prepare_data(recipe)
+    module = DetectionModule(recipe_to_dict(recipe), data.class_names)
+    what = f"model '{recipe.model.name}' with {data.num_classes} classes"
+    load_state_strict(module, checkpoint["state_dict"], str(path), what)
+    trainer = build_trainer(recipe, path.parent, callbacks=[], logger=False)
+    trainer.validate(module, datamodule=data, verbose=False)
+    metrics = {**module.last_metrics, "checkpoint": str(path), "model": recipe.model.name}
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    target = Path(output) if output else run_dir / f"eval-{path.stem}.json"
+    write_json_atomic(target, metrics)
+    metrics["metrics_file"] = str(target)
+    return metrics

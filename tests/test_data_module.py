@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_data_formats import CLASSES, IMAGES, coco_dict, voc_xml, write_coco, write_voc, write_yolo
+from data_fixtures import CLASSES, IMAGES, coco_dict, voc_xml, write_coco, write_voc, write_yolo
 
 from distill.data import DataConfig, DatasetError, DatasetWarning, DetectionDataModule
 

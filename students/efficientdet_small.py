@@ -2,15 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from distill.models.detector import Detector
-from distill.models.efficientdet import (
-    EfficientDetConfig,
-    build_from_config,
-    efficientdet_config,
-)
-from distill.models.registry import register_model
+from distill.models.efficientdet import EfficientDetConfig, efficientdet_config, register_config
 
 # name: phi; the config follows the compound-scaling formulas of efficientdet_config(phi)
 SMALL_PRESETS: dict[str, float] = {
@@ -32,16 +24,7 @@ def register_small_presets() -> None:
     for name, phi in SMALL_PRESETS.items():
         cfg = efficientdet_config(phi, name)
 
-        def builder(
-            num_classes: int,
-            image_size: int | None = None,
-            pretrained: bool = False,
-            _cfg: EfficientDetConfig = cfg,
-            **overrides: Any,
-        ) -> Detector:
-            return build_from_config(_cfg, num_classes, image_size, pretrained, **overrides)
-
-        register_model(name, _describe(cfg, phi))(builder)
+        register_config(name, cfg, _describe(cfg, phi))
 
 
 register_small_presets()

@@ -20,6 +20,7 @@ from distill.data.records import (
     BAD_ANNOTATION,
     DatasetError,
     DatasetIndex,
+    PathLike,
     Problem,
     RawObject,
     RawSample,
@@ -28,8 +29,6 @@ from distill.data.records import (
     take_first,
     validate_samples,
 )
-
-PathLike = str | Path
 
 
 def _load_json(ann_file: Path) -> dict:

@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+PathLike = str | Path
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 BORDER_TOLERANCE_PX = 2.0
 BORDER_TOLERANCE_FRAC = 0.005
 MAX_LISTED_PROBLEMS = 10

@@ -18,17 +18,16 @@ from pathlib import Path
 
 from distill.data.records import (
     BAD_ANNOTATION,
+    IMAGE_EXTENSIONS,
     DatasetError,
     DatasetIndex,
+    PathLike,
     RawObject,
     RawSample,
     check_policy,
     take_first,
     validate_samples,
 )
-
-PathLike = str | Path
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def split_ids(root: PathLike, split: str) -> list[str]:

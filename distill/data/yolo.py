@@ -17,17 +17,16 @@ from typing import Any
 
 from distill.data.records import (
     BAD_ANNOTATION,
+    IMAGE_EXTENSIONS,
     DatasetError,
     DatasetIndex,
+    PathLike,
     RawObject,
     RawSample,
     check_policy,
     take_first,
     validate_samples,
 )
-
-PathLike = str | Path
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def find_data_yaml(root: PathLike) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,6 +170,11 @@ def build_from_config(
     return model
 
 
+def register_config(name: str, cfg: EfficientDetConfig, description: str) -> None:
+    """Register ``cfg`` under ``name``: the builder applies image size and overrides to it."""
+    register_model(name, description)(functools.partial(build_from_config, cfg))
+
+
 def _register_paper_models() -> None:
     for phi in PAPER_TABLE:
         name = f"efficientdet_d{phi}"
@@ -177,17 +183,7 @@ def _register_paper_models() -> None:
             f"EfficientDet-D{phi} ({cfg.backbone}, BiFPN {cfg.fpn_channels}x{cfg.fpn_repeats}, "
             f"head x{cfg.head_repeats}, {cfg.image_size}px)"
         )
-
-        def builder(
-            num_classes: int,
-            image_size: int | None = None,
-            pretrained: bool = False,
-            _cfg: EfficientDetConfig = cfg,
-            **overrides: Any,
-        ) -> Detector:
-            return build_from_config(_cfg, num_classes, image_size, pretrained, **overrides)
-
-        register_model(name, desc)(builder)
+        register_config(name, cfg, desc)
 
 
 _register_paper_models()

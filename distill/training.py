@@ -156,7 +156,8 @@ def train(recipe: Recipe) -> dict[str, Any]:
         "checkpoint": str(checkpoint.last_model_path),
         "run_dir": str(run_dir),
     }
-    write_json_atomic(run_dir / "metrics.json", metrics)
+    if trainer.is_global_zero:  # one writer under DDP
+        write_json_atomic(run_dir / "metrics.json", metrics)
     return metrics
 
 

@@ -71,3 +71,19 @@ def test_atomic_json_write(tmp_path):
     path = write_json_atomic(tmp_path / "sub" / "m.json", {"map": 0.5})
     assert json.loads(path.read_text()) == {"map": 0.5}
     assert [p.name for p in path.parent.iterdir()] == ["m.json"]  # no temp file left
+
+
+def test_recipe_model_keys_reach_the_model():
+    from distill.config import load_recipe, recipe_to_dict
+    from distill.lightning.detection import build_detector
+
+    recipe = load_recipe(
+        None,
+        ["model.name=efficientdet_dm3", "model.bn_momentum=0.3", "model.fusion=softmax"],
+    )
+    detector = build_detector(recipe_to_dict(recipe)["model"], num_classes=3)
+    norms = [m for m in detector.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(m.momentum == 0.3 for m in norms)
+    assert detector.config.fusion == "softmax" and detector.num_classes == 3
+    default = build_detector(recipe_to_dict(load_recipe(None))["model"], num_classes=3)
+    assert {m.momentum for m in default.modules() if isinstance(m, torch.nn.BatchNorm2d)} != {0.3}

@@ -111,3 +111,15 @@ def test_collate_stacks_images_and_lists_targets():
     assert images.shape == (2, 3, S, S) and images.dtype == torch.float32
     assert isinstance(targets, list) and len(targets) == 2
     assert targets[1]["boxes"].shape == (0, 4)
+
+
+def test_color_jitter_changes_pixels_not_boxes():
+    image, sample = make(50, 37, BOXES)
+    still = AugmentConfig(enabled=True, hflip=0.0, scale_range=[1.0, 1.0])
+    jitter = AugmentConfig(enabled=True, hflip=0.0, scale_range=[1.0, 1.0], color_jitter=0.5)
+    torch.manual_seed(0)
+    plain, plain_target = DetectionTransform(S, train=True, augment=still)(image, sample)
+    torch.manual_seed(0)
+    out, target = DetectionTransform(S, train=True, augment=jitter)(image, sample)
+    torch.testing.assert_close(target["boxes"], plain_target["boxes"])
+    assert not torch.allclose(out[:, :37, :50], plain[:, :37, :50])

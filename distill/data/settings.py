@@ -19,6 +19,7 @@ class AugmentConfig:
 
     enabled: bool = True  # false: train images get the validation transform (letterbox only)
     hflip: float = 0.5  # probability of a horizontal flip
+    color_jitter: float = 0.0  # brightness/contrast/saturation jitter strength (hue: a quarter)
     # random scale of the letterbox size: the longer side becomes image_size * U(lo, hi), then the
     # image is padded (bottom/right) or randomly cropped back to image_size x image_size
     scale_range: list[float] = field(default_factory=lambda: [0.75, 1.25])

@@ -71,6 +71,13 @@ class ResizeLongestSide(v2.Transform):
         return inpt
 
 
+def _color_jitter(strength: float) -> list[v2.Transform]:
+    """Brightness, contrast and saturation jitter of ``strength``; hue a quarter of it."""
+    if strength <= 0:
+        return []
+    return [v2.ColorJitter(strength, strength, strength, min(0.5, strength / 4))]
+
+
 class PadBottomRight(v2.Transform):
     """Pad on the bottom and right up to at least ``size x size`` (boxes do not move)."""
 
@@ -111,6 +118,7 @@ class DetectionTransform:
             steps += [
                 v2.RandomCrop(self.image_size),
                 v2.RandomHorizontalFlip(p=float(augment.hflip)),
+                *_color_jitter(float(augment.color_jitter)),
                 v2.ClampBoundingBoxes(),
                 v2.SanitizeBoundingBoxes(min_size=1.0),
             ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,6 @@ from distill.evaluation import write_json_atomic
 from distill.lightning import DetectionModule, WarmupEMA
 from distill.lightning.progress import EpochSummary
 from distill.models import build_model, list_models
-
-log = logging.getLogger(__name__)
 
 
 def new_run_dir(recipe: Recipe) -> Path:

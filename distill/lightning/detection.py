@@ -98,10 +98,8 @@ class DetectionModule(pl.LightningModule):
             optimizer = torch.optim.SGD(
                 groups, lr=cfg["lr"], momentum=cfg["momentum"], nesterov=True
             )
-        total = int(self.trainer.estimated_stepping_batches)
-        per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
-        if self.trainer.max_steps <= 0:
-            per_epoch = max(1, int(self.trainer.num_training_batches))
+        total = int(self.trainer.estimated_stepping_batches)  # loads the train loader
+        per_epoch = max(1, int(self.trainer.num_training_batches))
         warmup = min(total // 2, int(round(cfg["warmup_epochs"] * per_epoch)))
 
         def factor(step: int) -> float:

@@ -1,4 +1,4 @@
-"""The ``distill`` command line: train, eval, info, data."""
+"""The ``distill`` command line: train, eval, run, check, info, data."""
 
 from __future__ import annotations
 
@@ -27,6 +27,22 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     metrics = evaluate(load_recipe(args.recipe, args.overrides), args.checkpoint, args.output)
     print(_metrics_line(metrics))
     print(f"metrics: {metrics['metrics_file']}")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from distill.config import load_recipe
+    from distill.pipeline import check
+
+    report = check(load_recipe(args.recipe, args.overrides), batches=args.batches)
+    return 1 if report.get("teacher_at_chance") else 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from distill.config import load_recipe
+    from distill.pipeline import run
+
+    run(load_recipe(args.recipe, args.overrides))
     return 0
 
 
@@ -82,6 +98,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", required=True, help="a checkpoint written by `distill train`")
     ev.add_argument("--output", help="metrics JSON path (default: in the checkpoint's run folder)")
     ev.set_defaults(func=_cmd_eval)
+
+    run = sub.add_parser(
+        "run", help="teacher -> baseline student -> distilled student, then report.json/.md"
+    )
+    run.add_argument("recipe")
+    run.add_argument("overrides", nargs="*")
+    run.set_defaults(func=_cmd_run)
+
+    check = sub.add_parser(
+        "check", help="pre-flight check of a distillation recipe: levels, align, teacher weights"
+    )
+    check.add_argument("recipe")
+    check.add_argument("overrides", nargs="*")
+    check.add_argument("--batches", type=int, default=4, help="validation batches for the teacher")
+    check.set_defaults(func=_cmd_check)
 
     info = sub.add_parser("info", help="parameters and multiply-adds of a model (or all)")
     info.add_argument("model", nargs="?", help="model name; omit or 'all' for every model")

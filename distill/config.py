@@ -12,7 +12,7 @@ import difflib
 import os
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, get_type_hints
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -79,6 +79,44 @@ class TrainerConfig:
 
 
 @dataclass
+class TeacherConfig:
+    """The teacher of a distillation run: its model and where its weights come from."""
+
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(name="efficientdet_d0"))
+    # a `distill train` / `distill run` checkpoint; empty: `distill run` trains the teacher (and
+    # reuses that training on later runs of the same teacher recipe)
+    checkpoint: Optional[str] = None
+    epochs: Optional[int] = None  # teacher training epochs (default: trainer.epochs)
+    lr: Optional[float] = None  # teacher training peak learning rate (default: optim.lr)
+
+
+@dataclass
+class WeightConfig:
+    """How the distillation weight changes over the run (updated every optimizer step)."""
+
+    schedule: str = "cosine"  # cosine | linear | constant | step
+    start: float = 1.0
+    end: float = 0.1  # cosine / linear end value
+    stop_at: Optional[float] = None  # fraction of the run after which the weight is 0
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # step: fractions
+    gamma: float = 0.1  # step: factor per milestone passed
+
+
+@dataclass
+class DistillConfig:
+    """Neck-feature distillation (DAMO-YOLO style) and the stages `distill run` goes through."""
+
+    loss: str = "cwd"  # cwd (channel-wise, spatial softmax) | mimic (MSE)
+    tau: float = 1.0  # cwd temperature
+    strides: Optional[list[int]] = field(default_factory=lambda: [8, 16, 32])  # null: all shared
+    level_weights: Optional[list[float]] = None  # one per distilled stride (default: all 1.0)
+    always_align: bool = True  # 1x1 align conv even where the channels already match
+    weight: WeightConfig = field(default_factory=WeightConfig)
+    stages: list[str] = field(default_factory=lambda: ["teacher", "baseline", "distilled"])
+    latency_runs: int = 20  # timed CPU forward passes (batch 1) per model for the report
+
+
+@dataclass
 class Recipe:
     """A whole recipe: what to train, on which data, how, and where the results go."""
 
@@ -88,7 +126,9 @@ class Recipe:
     logger: str = "wandb"  # wandb | csv | tensorboard | none
     wandb_mode: str = "offline"  # offline | online | disabled
     wandb_project: str = "distill"
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)  # the detector (the student in `run`)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)  # `distill run` / `check` only
+    distill: DistillConfig = field(default_factory=DistillConfig)  # `distill run` / `check` only
     data: DatasetConfig = field(default_factory=DatasetConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -98,11 +138,17 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "logger": ("wandb", "csv", "tensorboard", "none"),
     "wandb_mode": ("offline", "online", "disabled"),
     "model.fusion": ("fast", "softmax", "sum"),
+    "teacher.model.fusion": ("fast", "softmax", "sum"),
+    "distill.loss": ("cwd", "mimic"),
+    "distill.weight.schedule": ("cosine", "linear", "constant", "step"),
     "data.format": ("synthetic", "coco", "voc", "yolo"),
     "data.bad_samples": ("error", "drop"),
     "optim.name": ("sgd", "adamw"),
     "trainer.precision": ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"),
 }
+
+
+STAGES: tuple[str, ...] = ("teacher", "baseline", "distilled")
 
 
 def _check_keys(values: Any, schema: type, source: str, prefix: str = "") -> None:
@@ -119,9 +165,9 @@ def _check_keys(values: Any, schema: type, source: str, prefix: str = "") -> Non
                 f"{source}: unknown key '{path}'.{hint} Valid keys"
                 f"{' under ' + repr(prefix[:-1]) if prefix else ''}: {', '.join(sorted(known))}"
             )
-        sub = known[key].default_factory if known[key].default_factory is not None else None
+        sub = get_type_hints(schema)[key]
         if isinstance(value, dict):
-            if sub is None or not is_dataclass(sub):
+            if not is_dataclass(sub):
                 raise RecipeError(f"{source}: key '{path}' takes a single value, not a mapping")
             _check_keys(value, sub, source, prefix=f"{path}.")
 
@@ -169,6 +215,13 @@ def _check_choices(recipe: DictConfig, source: str) -> None:
             raise RecipeError(
                 f"{source}: '{key}' is '{value}', expected one of {', '.join(allowed)}"
             )
+    stages = list(OmegaConf.select(recipe, "distill.stages") or [])
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown or not stages or len(set(stages)) != len(stages):
+        raise RecipeError(
+            f"{source}: 'distill.stages' is {stages}, expected distinct names from "
+            f"{', '.join(STAGES)}"
+        )
 
 
 def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = None) -> Recipe:

@@ -15,6 +15,7 @@ from distill.config import Recipe, RecipeError, recipe_to_dict, recipe_to_yaml
 from distill.data import DetectionDataModule
 from distill.evaluation import write_json_atomic
 from distill.lightning import DetectionModule, WarmupEMA
+from distill.lightning.image_logging import ValidationImageLogger
 from distill.lightning.progress import EpochSummary
 from distill.models import build_model, list_models
 
@@ -110,18 +111,13 @@ def build_trainer(recipe: Recipe, run_dir: Path, callbacks: list, logger) -> pl.
     )
 
 
-def train(recipe: Recipe) -> dict[str, Any]:
-    """Train the recipe's detector; write checkpoints, ``recipe.yaml`` and ``metrics.json``.
+def fit(
+    recipe: Recipe, module: DetectionModule, data: DetectionDataModule, run_dir: Path
+) -> dict[str, Any]:
+    """Fit ``module`` as the recipe's trainer section says; write checkpoints and metrics.json.
 
-    Returns the final validation metrics (with the EMA weights when EMA is on) plus the run folder.
+    Returns the final validation metrics (EMA weights when EMA is on) plus the run folder.
     """
-    check_model_name(recipe)
-    pl.seed_everything(recipe.seed, workers=True)
-    data = prepare_data(recipe)
-    run_dir = new_run_dir(recipe)
-    (run_dir / "recipe.yaml").write_text(recipe_to_yaml(recipe))
-    print(f"run folder: {run_dir}")
-    module = DetectionModule(recipe_to_dict(recipe), data.class_names)
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="best",
@@ -137,6 +133,8 @@ def train(recipe: Recipe) -> dict[str, Any]:
     logger = build_logger(recipe, run_dir)
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
+    if recipe.logger == "wandb":
+        callbacks.append(ValidationImageLogger())
     trainer = build_trainer(recipe, run_dir, callbacks, logger)
     start = time.perf_counter()
     trainer.fit(module, datamodule=data)
@@ -155,7 +153,25 @@ def train(recipe: Recipe) -> dict[str, Any]:
     }
     if trainer.is_global_zero:  # one writer under DDP
         write_json_atomic(run_dir / "metrics.json", metrics)
+    if logger and recipe.logger == "wandb":
+        logger.experiment.finish()
     return metrics
+
+
+def train(recipe: Recipe, run_dir: Path | None = None) -> dict[str, Any]:
+    """Train the recipe's detector; write checkpoints, ``recipe.yaml`` and ``metrics.json``.
+
+    ``run_dir`` defaults to a fresh folder under ``output_dir``. Returns the final metrics.
+    """
+    check_model_name(recipe)
+    pl.seed_everything(recipe.seed, workers=True)
+    data = prepare_data(recipe)
+    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(recipe)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+    print(f"run folder: {run_dir}")
+    module = DetectionModule(recipe_to_dict(recipe), data.class_names)
+    return fit(recipe, module, data, run_dir)
 
 
 def evaluate(recipe: Recipe, checkpoint_path: str | Path, output: str | Path | None = None) -> dict:

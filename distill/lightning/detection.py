@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytorch_lightning as pl
@@ -51,7 +52,7 @@ class DetectionModule(pl.LightningModule):
 
     def __init__(self, recipe: dict[str, Any], class_names: list[str]) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters("recipe", "class_names")
         self.class_names = list(class_names)
         self.optim_cfg = recipe["optim"]
         self.model = build_detector(recipe["model"], num_classes=len(class_names))
@@ -99,7 +100,8 @@ class DetectionModule(pl.LightningModule):
                 groups, lr=cfg["lr"], momentum=cfg["momentum"], nesterov=True
             )
         total = int(self.trainer.estimated_stepping_batches)  # loads the train loader
-        per_epoch = max(1, int(self.trainer.num_training_batches))
+        batches = self.trainer.num_training_batches  # inf when max_steps stops the run first
+        per_epoch = max(1, int(batches) if math.isfinite(batches) else total)
         warmup = min(total // 2, int(round(cfg["warmup_epochs"] * per_epoch)))
 
         def factor(step: int) -> float:

@@ -1,0 +1,259 @@
+"""`distill check` and `distill run`: pre-flight check, then teacher -> baseline -> distilled."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from distill.checkpoints import load_state_strict, read_checkpoint
+from distill.config import Recipe, RecipeError, recipe_to_dict, recipe_to_yaml
+from distill.data import DetectionDataModule
+from distill.distillation.module import DistillationModule
+from distill.evaluation import make_map_metric, summarize_map, to_original_pixels
+from distill.info import model_info
+from distill.latency import measure_latency
+from distill.lightning.detection import build_detector
+from distill.report import format_report_table, write_report
+from distill.training import check_model_name, fit, new_run_dir, prepare_data, train
+
+CHANCE_MAP50 = 0.02  # a teacher below this mAP50 on the check batches is "at chance"
+
+
+def derive(recipe: Recipe, changes: dict[str, Any]) -> Recipe:
+    """A copy of ``recipe`` with nested ``changes`` merged in (typed, like a recipe file)."""
+    merged = OmegaConf.merge(OmegaConf.structured(recipe), changes)
+    return OmegaConf.to_object(merged)
+
+
+def teacher_recipe(recipe: Recipe) -> Recipe:
+    """The recipe that trains the teacher: the teacher's model on the same data and schedule."""
+    cfg = recipe.teacher
+    changes: dict[str, Any] = {
+        "name": f"{recipe.name}-teacher",
+        "model": OmegaConf.to_container(OmegaConf.structured(cfg.model)),
+    }
+    if cfg.epochs:
+        changes["trainer"] = {"epochs": cfg.epochs}
+    if cfg.lr:
+        changes["optim"] = {"lr": cfg.lr}
+    return derive(recipe, changes)
+
+
+def teacher_cache_dir(recipe: Recipe) -> Path:
+    """Where a teacher trained by `distill run` lives: keyed by everything that shapes it."""
+    settings = recipe_to_dict(teacher_recipe(recipe))
+    for key in ("name", "output_dir", "logger", "wandb_mode", "wandb_project", "teacher",
+                "distill"):
+        settings.pop(key)
+    settings["trainer"].pop("progress_bar")
+    settings["data"].pop("num_workers")
+    digest = hashlib.sha1(OmegaConf.to_yaml(settings).encode()).hexdigest()[:10]
+    return Path(recipe.output_dir) / "teachers" / f"{recipe.teacher.model.name}-{digest}"
+
+
+def teacher_checkpoint(recipe: Recipe) -> Path | None:
+    """The teacher weights to use: the recipe's checkpoint, else a cached earlier training."""
+    if recipe.teacher.checkpoint:
+        path = Path(recipe.teacher.checkpoint)
+        if not path.is_file():
+            raise RecipeError(f"teacher.checkpoint: file not found: {path}")
+        return path
+    cached = teacher_cache_dir(recipe)
+    if (cached / "metrics.json").is_file() and (cached / "checkpoints" / "last.ckpt").is_file():
+        return cached / "checkpoints" / "last.ckpt"
+    return None
+
+
+def load_teacher(recipe: Recipe, num_classes: int, path: Path) -> nn.Module:
+    """Build the teacher and load its weights strictly (``weights_only=True``) from ``path``."""
+    teacher = build_detector(OmegaConf.to_container(OmegaConf.structured(recipe.teacher.model)),
+                             num_classes=num_classes)
+    state = read_checkpoint(path)["state_dict"]
+    model_state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    what = f"teacher '{recipe.teacher.model.name}' with {num_classes} classes"
+    load_state_strict(teacher, model_state or state, f"teacher.checkpoint {path}", what)
+    return teacher.eval()
+
+
+@torch.no_grad()
+def quick_map(model: nn.Module, data: DetectionDataModule, batches: int) -> dict[str, Any]:
+    """COCO mAP of ``model`` (eval mode) on the first ``batches`` validation batches."""
+    metric = make_map_metric()
+    model.eval()
+    for index, (images, targets) in enumerate(data.val_dataloader()):
+        if index >= batches:
+            break
+        preds, gts = to_original_pixels(model.predict(model(images)), targets)
+        metric.update(preds, gts)
+    return summarize_map(metric.compute(), data.class_names)
+
+
+def _level_rows(module: DistillationModule, student_size: int, teacher_size: int) -> list[dict]:
+    rows = []
+    for info, stride, s_i, t_i in zip(module.distiller.describe(), module.strides,
+                                      module.student_levels, module.teacher_levels):
+        rows.append({
+            **info,
+            "stride": stride,
+            "student_level": s_i,
+            "teacher_level": t_i,
+            "student_size": math.ceil(student_size / stride),
+            "teacher_size": math.ceil(teacher_size / stride),
+        })
+    return rows
+
+
+def check(recipe: Recipe, data: DetectionDataModule | None = None, batches: int = 4) -> dict:
+    """Pre-flight check: level pairing, align modules, parameter counts, teacher weights, teacher
+    mAP on a few validation batches. Prints a report; returns it as a dict."""
+    check_model_name(recipe)
+    check_model_name(derive(recipe, {"model": {"name": recipe.teacher.model.name}}))
+    data = data or prepare_data(recipe)
+    path = teacher_checkpoint(recipe)
+    if path is not None:
+        teacher = load_teacher(recipe, data.num_classes, path)
+    else:
+        teacher = build_detector(recipe_to_dict(recipe)["teacher"]["model"], data.num_classes)
+    module = DistillationModule(recipe_to_dict(recipe), data.class_names, teacher=teacher)
+    student_size = data.image_size
+    teacher_size = recipe.teacher.model.image_size or student_size
+    levels = _level_rows(module, student_size, teacher_size)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    report: dict[str, Any] = {
+        "student": {"model": recipe.model.name, "params": count(module.model),
+                    "image_size": student_size, "strides": module.model.strides},
+        "teacher": {"model": recipe.teacher.model.name, "params": count(teacher),
+                    "image_size": teacher_size, "strides": teacher.strides,
+                    "checkpoint": str(path) if path else None},
+        "align_params": count(module.distiller),
+        "levels": levels,
+        "loss": recipe.distill.loss,
+    }
+    print(f"student  {recipe.model.name:<20} {report['student']['params'] / 1e6:7.2f}M params"
+          f"  input {student_size}")
+    print(f"teacher  {recipe.teacher.model.name:<20} {report['teacher']['params'] / 1e6:7.2f}M "
+          f"params  input {teacher_size}  weights: {path or 'none yet (distill run trains it)'}")
+    print(f"{'stride':>6} | {'student':>14} | {'teacher':>14} | align ({recipe.distill.loss} loss)")
+    for row in levels:
+        s = f"{row['student_channels']}ch {row['student_size']}x{row['student_size']}"
+        t = f"{row['teacher_channels']}ch {row['teacher_size']}x{row['teacher_size']}"
+        print(f"{row['stride']:>6} | {s:>14} | {t:>14} | {row['align']} "
+              f"({row['align_params']} params)")
+    print(f"align modules: {report['align_params']} trainable params in all")
+    if path is not None:
+        report["teacher_check"] = quick_map(teacher, data, batches)
+        map50 = report["teacher_check"]["map_50"]
+        print(f"teacher on {batches} validation batches: mAP {report['teacher_check']['map']:.4f}"
+              f"  mAP50 {map50:.4f}")
+        report["teacher_at_chance"] = map50 < CHANCE_MAP50
+        if report["teacher_at_chance"]:
+            print(f"WARNING: the teacher is at chance level (mAP50 {map50:.4f} < "
+                  f"{CHANCE_MAP50}): distilling from it will not help. Check the teacher "
+                  f"checkpoint ({path}) and that it was trained on these classes.")
+    return report
+
+
+def stage_row(recipe: Recipe, model_cfg: Any, model: nn.Module, metrics: dict,
+              num_classes: int) -> dict[str, Any]:
+    """One report row: accuracy from ``metrics``, size from ``distill info``, CPU latency."""
+    size = model_cfg.image_size or recipe.model.image_size
+    info = model_info(model_cfg.name, num_classes=num_classes, image_size=size)
+    latency = measure_latency(model.cpu(), info["image_size"], runs=recipe.distill.latency_runs)
+    return {
+        "model": model_cfg.name,
+        "map": metrics["map"],
+        "map_50": metrics["map_50"],
+        "map_75": metrics.get("map_75"),
+        "params": info["params"],
+        "macs": info["macs"],
+        "image_size": info["image_size"],
+        "latency_ms": latency["median_ms"],
+        "train_seconds": metrics.get("train_seconds"),
+        "checkpoint": metrics.get("checkpoint"),
+    }
+
+
+def export_student(module: DistillationModule, recipe: Recipe, path: Path) -> Path:
+    """Save the student alone, loadable by ``distill eval`` with the same recipe."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": module.student_state_dict(),
+                "hyper_parameters": {"recipe": recipe_to_dict(recipe),
+                                     "class_names": module.class_names}}, path)
+    return path
+
+
+def run_teacher(
+    recipe: Recipe, num_classes: int, run_dir: Path
+) -> tuple[nn.Module, dict[str, Any], Path]:
+    """Reuse the recipe's (or a cached) teacher checkpoint, or train one; with its metrics."""
+    path = teacher_checkpoint(recipe)
+    if path is None:
+        cache = teacher_cache_dir(recipe)
+        print(f"== stage teacher: training {recipe.teacher.model.name} into {cache}")
+        metrics = train(teacher_recipe(recipe), run_dir=cache)
+        path = Path(metrics["checkpoint"])
+    elif (path.parent.parent / "metrics.json").is_file() and not recipe.teacher.checkpoint:
+        print(f"== stage teacher: reusing {path} (same teacher recipe as an earlier run)")
+        metrics = OmegaConf.to_container(OmegaConf.load(path.parent.parent / "metrics.json"))
+    else:
+        from distill.training import evaluate
+
+        print(f"== stage teacher: evaluating {path}")
+        metrics = evaluate(teacher_recipe(recipe), path, output=run_dir / "teacher-eval.json")
+    metrics["checkpoint"] = str(path)
+    return load_teacher(recipe, num_classes, path), metrics, path
+
+
+def run(recipe: Recipe) -> dict[str, Any]:
+    """Run the recipe's stages (teacher, baseline, distilled) and write report.json / report.md.
+
+    The pre-flight check runs first (and again once a freshly trained teacher exists).
+    """
+    data = prepare_data(recipe)
+    check(recipe, data)
+    stages = list(recipe.distill.stages)
+    run_dir = new_run_dir(recipe)
+    (run_dir / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+    print(f"run folder: {run_dir}")
+    rows: dict[str, dict] = {}
+    teacher = None
+    if "teacher" in stages or "distilled" in stages:
+        teacher, metrics, path = run_teacher(recipe, data.num_classes, run_dir)
+        if "teacher" in stages:
+            rows["teacher"] = stage_row(recipe, recipe.teacher.model, teacher, metrics,
+                                        data.num_classes)
+        if metrics.get("map_50", 0.0) < CHANCE_MAP50:
+            print(f"WARNING: teacher at chance level (mAP50 {metrics.get('map_50', 0.0):.4f})")
+    if "baseline" in stages:
+        print(f"== stage baseline: {recipe.model.name} without a teacher")
+        metrics = train(derive(recipe, {"name": f"{recipe.name}-baseline"}),
+                        run_dir=run_dir / "baseline")
+        student = build_detector(recipe_to_dict(recipe)["model"], data.num_classes)
+        rows["baseline"] = stage_row(recipe, recipe.model, student, metrics, data.num_classes)
+    if "distilled" in stages:
+        print(f"== stage distilled: {recipe.model.name} taught by {recipe.teacher.model.name}")
+        pl.seed_everything(recipe.seed, workers=True)  # the same student init as the baseline
+        data = prepare_data(recipe)
+        stage_dir = run_dir / "distilled"
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        (stage_dir / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+        module = DistillationModule(recipe_to_dict(recipe), data.class_names, teacher=teacher)
+        metrics = fit(derive(recipe, {"name": f"{recipe.name}-distilled"}), module, data,
+                      stage_dir)
+        metrics["checkpoint"] = str(export_student(module, recipe,
+                                                   stage_dir / "checkpoints" / "student.ckpt"))
+        rows["distilled"] = stage_row(recipe, recipe.model, module.model, metrics,
+                                      data.num_classes)
+    extra = {"recipe": recipe.name, "run_dir": str(run_dir), "loss": recipe.distill.loss,
+             "teacher_checkpoint": rows.get("teacher", {}).get("checkpoint")}
+    json_path, md_path = write_report(run_dir, rows, extra)
+    print(format_report_table(rows))
+    print(f"report: {md_path}")
+    return {"run_dir": str(run_dir), "stages": rows, "report": str(json_path)}

@@ -1,0 +1,183 @@
+"""The distillation LightningModule and `distill run` / `distill check` on tiny embedded data."""
+
+import json
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from distill.checkpoints import read_checkpoint
+from distill.cli import main
+from distill.config import RecipeError, load_recipe, recipe_to_dict
+from distill.distillation.module import DistillationModule, paired_levels
+from distill.lightning.detection import build_detector
+from distill.pipeline import check, load_teacher
+from distill.training import evaluate, prepare_data
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_overrides(tmp_path: Path, **extra: str) -> list[str]:
+    """dm2 teaches dm3 on 16 + 8 images of 128 px, one epoch: seconds, not minutes."""
+    values = {
+        "name": "tiny",
+        "output_dir": str(tmp_path / "runs"),
+        "logger": "csv",
+        "data.root": str(tmp_path / "data"),
+        "data.num_workers": "0",
+        "data.batch_size": "8",
+        "data.synthetic.num_train": "16",
+        "data.synthetic.num_val": "8",
+        "model.name": "efficientdet_dm3",
+        "model.image_size": "128",
+        "teacher.model.name": "efficientdet_dm2",
+        "teacher.model.image_size": "128",
+        "trainer.epochs": "1",
+        "trainer.progress_bar": "false",
+        "trainer.log_every": "1",
+        "distill.latency_runs": "2",
+        **extra,
+    }
+    return [f"{key}={value}" for key, value in values.items()]
+
+
+def tiny_recipe(tmp_path: Path, **extra: str):
+    return load_recipe(REPO / "recipes" / "quickstart.yaml", tiny_overrides(tmp_path, **extra))
+
+
+def build_module(recipe, class_names, teacher=None) -> DistillationModule:
+    cfg = recipe_to_dict(recipe)
+    if teacher is None:
+        teacher = build_detector(cfg["teacher"]["model"], num_classes=len(class_names))
+    return DistillationModule(cfg, class_names, teacher=teacher)
+
+
+def test_teacher_is_frozen_and_kept_out_of_state_dict(tmp_path):
+    module = build_module(tiny_recipe(tmp_path), ["a", "b"])
+    module.train()
+    assert not module.teacher.training
+    assert all(not p.requires_grad for p in module.teacher.parameters())
+    keys = list(module.state_dict())
+    assert not any(k.startswith("teacher") for k in keys)
+    assert "distiller.norm.0.running_var" in keys and "distiller.align.0.weight" in keys
+    assert list(module.distiller.norm.parameters()) == []
+    own = {id(p) for p in module.parameters()}
+    assert not own & {id(p) for p in module.teacher.parameters()}
+    assert module.student_state_dict().keys() == {k for k in keys if k.startswith("model.")}
+
+
+def test_training_step_leaves_teacher_bit_identical_and_trains_align(tmp_path):
+    recipe = tiny_recipe(tmp_path)
+    data = prepare_data(recipe)
+    module = build_module(recipe, data.class_names)
+    teacher_before = {k: v.clone() for k, v in module.teacher.state_dict().items()}
+    align_before = module.distiller.align[0].weight.detach().clone()
+    trainer = pl.Trainer(max_steps=2, limit_val_batches=0, logger=False, accelerator="cpu",
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, gradient_clip_val=30.0)
+    trainer.fit(module, datamodule=data)
+
+    after = module.teacher.state_dict()
+    assert all(torch.equal(teacher_before[k], after[k]) for k in teacher_before)
+    assert not torch.equal(align_before, module.distiller.align[0].weight)
+    optimized = {id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]}
+    assert id(module.distiller.align[0].weight) in optimized
+    assert not optimized & {id(p) for p in module.teacher.parameters()}
+    logged = trainer.callback_metrics
+    for key in ("train/det_loss", "train/distill_s8", "train/distill_s32", "train/distill_weight",
+                "train/distill_ratio"):
+        assert key in logged, key
+    total = 2
+    expected = module.weight_schedule(1, total)  # the weight logged at the last step
+    assert float(logged["train/distill_weight"]) == pytest.approx(expected)
+
+
+def test_teacher_at_its_own_resolution_is_paired_by_stride(tmp_path):
+    recipe = tiny_recipe(tmp_path, **{"teacher.model.image_size": "256"})
+    module = build_module(recipe, ["a", "b"])
+    images = torch.randn(2, 3, 128, 128)
+    teacher_maps = module.teacher_features(images)
+    assert [m.shape[-1] for m in teacher_maps] == [32, 16, 8]
+    student_maps = [module.model(images).features[i] for i in module.student_levels]
+    losses = module.distiller(student_maps, teacher_maps)
+    assert losses["total"] > 0
+
+
+def test_levels_pair_by_stride_and_unknown_strides_are_named():
+    student = build_detector({"name": "efficientdet_dm3", "image_size": 128}, 2)
+    teacher = build_detector({"name": "efficientdet_dm2", "image_size": 128}, 2)
+    assert paired_levels(student, teacher, [16, 32]) == ([16, 32], [1, 2], [1, 2])
+    assert paired_levels(student, teacher, None)[0] == [8, 16, 32, 64, 128]
+    with pytest.raises(RecipeError, match="stride 4"):
+        paired_levels(student, teacher, [4, 8])
+
+
+def save_detector(model, path: Path) -> Path:
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, path)
+    return path
+
+
+def test_mismatched_teacher_checkpoint_names_missing_keys(tmp_path):
+    recipe = tiny_recipe(tmp_path)  # teacher: dm2
+    small = build_detector({"name": "efficientdet_dm3", "image_size": 128}, 6)
+    path = save_detector(small, tmp_path / "dm3.ckpt")
+    with pytest.raises(RecipeError, match="missing keys: .*neck|shape mismatches") as err:
+        load_teacher(recipe, 6, path)
+    assert str(path) in str(err.value)
+    good = build_detector({"name": "efficientdet_dm2", "image_size": 128}, 6)
+    state = {f"model.{k}": v for k, v in good.state_dict().items()}
+    state["model.extra.weight"] = torch.zeros(1)
+    torch.save({"state_dict": state}, tmp_path / "extra.ckpt")
+    with pytest.raises(RecipeError, match="unexpected keys: extra.weight"):
+        load_teacher(recipe, 6, tmp_path / "extra.ckpt")
+    partial = dict(list(state.items())[:-2])
+    torch.save({"state_dict": partial}, tmp_path / "partial.ckpt")
+    with pytest.raises(RecipeError, match="missing keys"):
+        load_teacher(recipe, 6, tmp_path / "partial.ckpt")
+
+
+def test_check_reports_levels_and_flags_an_untrained_teacher(tmp_path, capsys):
+    teacher = build_detector({"name": "efficientdet_dm2", "image_size": 128}, 6)
+    path = save_detector(teacher, tmp_path / "teacher.ckpt")
+    recipe = tiny_recipe(tmp_path, **{"teacher.checkpoint": str(path)})
+    report = check(recipe, batches=1)
+    assert [row["stride"] for row in report["levels"]] == [8, 16, 32]
+    assert [row["student_channels"] for row in report["levels"]] == [24, 24, 24]
+    assert [row["teacher_channels"] for row in report["levels"]] == [32, 32, 32]
+    assert report["align_params"] == 3 * (24 * 32 + 32)
+    assert report["teacher_at_chance"] is True
+    out = capsys.readouterr().out
+    assert "WARNING" in out and "16x16" in out
+    missing = tiny_recipe(tmp_path, **{"teacher.checkpoint": str(tmp_path / "nope.ckpt")})
+    with pytest.raises(RecipeError, match="teacher.checkpoint: file not found"):
+        check(missing)
+
+
+def test_distill_run_writes_report_and_a_student_only_checkpoint(tmp_path, capsys):
+    recipe_file = str(REPO / "recipes" / "quickstart.yaml")
+    assert main(["run", recipe_file, *tiny_overrides(tmp_path)]) == 0
+    run_dir = tmp_path / "runs" / "tiny"
+    report = json.loads((run_dir / "report.json").read_text())
+    assert list(report["stages"]) == ["teacher", "baseline", "distilled"]
+    for row in report["stages"].values():
+        assert row["params"] > 0 and row["macs"] > 0 and row["latency_ms"] > 0
+        assert 0.0 <= row["map"] <= 1.0
+    stages = report["stages"]
+    assert stages["teacher"]["params"] > stages["baseline"]["params"]
+    assert stages["baseline"]["params"] == stages["distilled"]["params"]
+    assert "| distilled | efficientdet_dm3 |" in (run_dir / "report.md").read_text()
+
+    student = Path(stages["distilled"]["checkpoint"])
+    state = read_checkpoint(student)["state_dict"]
+    assert state and all(k.startswith("model.") for k in state)
+    recipe = load_recipe(recipe_file, tiny_overrides(tmp_path))
+    metrics = evaluate(recipe, student, output=tmp_path / "eval.json")
+    assert metrics["map"] == pytest.approx(stages["distilled"]["map"], abs=1e-6)
+
+    # A second run reuses the teacher trained by the first (same teacher recipe).
+    capsys.readouterr()
+    assert main(["run", recipe_file, *tiny_overrides(tmp_path), "distill.stages=[teacher]"]) == 0
+    assert "reusing" in capsys.readouterr().out
+    second = json.loads((tmp_path / "runs" / "tiny-2" / "report.json").read_text())
+    assert second["stages"]["teacher"]["checkpoint"] == stages["teacher"]["checkpoint"]

@@ -20,7 +20,7 @@ from distill.evaluation import make_map_metric, summarize_map, to_original_pixel
 from distill.info import model_info
 from distill.latency import measure_latency
 from distill.lightning.detection import build_detector
-from distill.report import format_report_table, write_report
+from distill.report import format_report_table, log_report_to_wandb, write_report
 from distill.training import check_model_name, fit, new_run_dir, prepare_data, train
 
 CHANCE_MAP50 = 0.02  # a teacher below this mAP50 on the check batches is "at chance"
@@ -254,6 +254,9 @@ def run(recipe: Recipe) -> dict[str, Any]:
     extra = {"recipe": recipe.name, "run_dir": str(run_dir), "loss": recipe.distill.loss,
              "teacher_checkpoint": rows.get("teacher", {}).get("checkpoint")}
     json_path, md_path = write_report(run_dir, rows, extra)
+    if recipe.logger == "wandb":
+        log_report_to_wandb(rows, run_dir, recipe.wandb_project, recipe.name, recipe.wandb_mode,
+                            recipe_to_dict(recipe))
     print(format_report_table(rows))
     print(f"report: {md_path}")
     return {"run_dir": str(run_dir), "stages": rows, "report": str(json_path)}

@@ -152,3 +152,27 @@ def write_report(
         parts += ["", *comparison_lines]
     md_path = _write_text_atomic(run_dir / "report.md", "\n".join(parts) + "\n")
     return json_path, md_path
+
+
+def log_report_to_wandb(
+    rows: dict[str, dict], run_dir: Path, project: str, name: str, mode: str, config: dict
+) -> str:
+    """Log the report as a W&B table (plus summary figures) in a run of its own; its folder.
+
+    Each stage's training run already holds its recipe and validation images; this run holds
+    the comparison. ``mode`` is ``offline`` (default: no account needed), ``online``,
+    ``disabled``.
+    """
+    import wandb
+
+    columns = ["stage", "model", "map", "map_50", "params", "macs", "latency_ms"]
+    data = [[stage, *[rows[stage].get(c) for c in columns[1:]]] for stage in ordered_stages(rows)]
+    run = wandb.init(project=project, name=f"{name}:report", dir=str(run_dir), mode=mode,
+                     config=config, job_type="report", reinit="finish_previous")
+    run.log({"report": wandb.Table(columns=columns, data=data)})
+    run.summary.update({f"{stage}/{key}": rows[stage].get(key) for stage in rows
+                        for key in ("map", "map_50", "latency_ms")})
+    run.summary.update({k: v for k, v in compare_stages(rows).items() if v is not None})
+    folder = str(getattr(run, "dir", run_dir))
+    run.finish()
+    return folder

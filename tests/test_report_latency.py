@@ -220,3 +220,21 @@ def test_image_logger_logs_to_wandb_logger(tmp_path, monkeypatch):
     preds = made[0]["boxes"]["predictions"]["box_data"]
     assert preds and all(0 <= b["position"]["maxY"] <= 100 for b in preds)
     assert all(b["scores"]["score"] >= 0.0 and b["domain"] == "pixel" for b in preds)
+
+
+def test_report_goes_to_an_offline_wandb_run_as_a_table(tmp_path):
+    from distill.report import log_report_to_wandb
+
+    rows = {
+        "teacher": {"model": "efficientdet_d0", "map": 0.4, "map_50": 0.6, "params": 10,
+                    "macs": 20, "latency_ms": 3.0},
+        "baseline": {"model": "efficientdet_dm3", "map": 0.2, "map_50": 0.3, "params": 1,
+                     "macs": 2, "latency_ms": 1.0},
+    }
+    log_report_to_wandb(rows, tmp_path, "distill-test", "t", "offline", {"seed": 0})
+    tables = list(tmp_path.glob("wandb/offline-run-*/files/media/table/report_*.table.json"))
+    assert len(tables) == 1
+    table = json.loads(tables[0].read_text())
+    assert table["columns"][:3] == ["stage", "model", "map"]
+    assert [row[0] for row in table["data"]] == ["teacher", "baseline"]
+    assert table["data"][0][2] == 0.4

@@ -57,6 +57,9 @@ class OptimConfig:
     warmup_factor: float = 0.1
     min_lr_ratio: float = 0.01  # cosine decays to lr * min_lr_ratio
     ema_decay: float = 0.9998  # EMA of weights (warm-up adjusted); 0 switches EMA off
+    # train the last part of the run with frozen BatchNorm statistics (e.g. 0.7: the last 30% of
+    # epochs); null: never. Short from-scratch runs then behave the same in eval mode
+    freeze_bn_at: Optional[float] = None
 
 
 @dataclass
@@ -69,6 +72,8 @@ class TrainerConfig:
     devices: int = 1
     num_nodes: int = 1
     strategy: str = "auto"  # auto | ddp | ...
+    # SyncBatchNorm across processes (detector and distiller BNs); null: on with >1 device
+    sync_batchnorm: Optional[bool] = None
     precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
     grad_clip: float = 10.0  # gradient norm clipping (0: off)
     val_every: int = 1  # validate every N epochs

@@ -15,6 +15,7 @@ from distill.config import Recipe, RecipeError, recipe_to_dict, recipe_to_yaml
 from distill.data import DetectionDataModule
 from distill.evaluation import write_json_atomic
 from distill.lightning import DetectionModule, WarmupEMA
+from distill.lightning.freeze_bn import FreezeBatchNorm
 from distill.lightning.image_logging import ValidationImageLogger
 from distill.lightning.progress import EpochSummary
 from distill.models import build_model, list_models
@@ -90,6 +91,7 @@ def build_trainer(recipe: Recipe, run_dir: Path, callbacks: list, logger) -> pl.
     """A Lightning Trainer configured by the recipe's ``trainer`` section."""
     cfg = recipe.trainer
     precision = "32-true" if cfg.precision == "32" else cfg.precision
+    multi = cfg.num_nodes > 1 or (isinstance(cfg.devices, int) and cfg.devices > 1)
     return pl.Trainer(
         default_root_dir=run_dir,
         max_epochs=cfg.epochs,
@@ -98,6 +100,7 @@ def build_trainer(recipe: Recipe, run_dir: Path, callbacks: list, logger) -> pl.
         devices=cfg.devices,
         num_nodes=cfg.num_nodes,
         strategy=cfg.strategy,
+        sync_batchnorm=multi if cfg.sync_batchnorm is None else cfg.sync_batchnorm,
         precision=precision,
         gradient_clip_val=cfg.grad_clip or None,
         check_val_every_n_epoch=cfg.val_every,
@@ -130,6 +133,8 @@ def fit(
         callbacks.append(EpochSummary())
     if recipe.optim.ema_decay > 0:
         callbacks.append(WarmupEMA(recipe.optim.ema_decay))
+    if recipe.optim.freeze_bn_at is not None:
+        callbacks.append(FreezeBatchNorm(recipe.optim.freeze_bn_at))
     logger = build_logger(recipe, run_dir)
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))

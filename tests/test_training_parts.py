@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -87,3 +88,18 @@ def test_recipe_model_keys_reach_the_model():
     assert detector.config.fusion == "softmax" and detector.num_classes == 3
     default = build_detector(recipe_to_dict(load_recipe(None))["model"], num_classes=3)
     assert {m.momentum for m in default.modules() if isinstance(m, torch.nn.BatchNorm2d)} != {0.3}
+
+
+def test_sync_batchnorm_is_on_for_several_devices_only(tmp_path):
+    from pytorch_lightning.plugins import TorchSyncBatchNorm
+
+    from distill.config import load_recipe
+    from distill.training import build_trainer
+
+    quickstart = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
+    ddp = ["trainer.devices=2", "trainer.accelerator=cpu", "trainer.strategy=ddp"]
+    trainer = build_trainer(load_recipe(quickstart, ddp), tmp_path, [], False)
+    assert isinstance(trainer.strategy._layer_sync, TorchSyncBatchNorm)
+    single_recipe = load_recipe(quickstart, ["trainer.accelerator=cpu"])
+    single = build_trainer(single_recipe, tmp_path, [], False)
+    assert getattr(single.strategy, "_layer_sync", None) is None

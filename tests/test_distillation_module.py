@@ -181,3 +181,31 @@ def test_distill_run_writes_report_and_a_student_only_checkpoint(tmp_path, capsy
     assert "reusing" in capsys.readouterr().out
     second = json.loads((tmp_path / "runs" / "tiny-2" / "report.json").read_text())
     assert second["stages"]["teacher"]["checkpoint"] == stages["teacher"]["checkpoint"]
+
+
+def test_frozen_bn_phase_keeps_running_stats_while_weights_train(tmp_path):
+    from distill.lightning import DetectionModule
+    from distill.lightning.freeze_bn import FreezeBatchNorm
+
+    recipe = tiny_recipe(tmp_path)
+    data = prepare_data(recipe)
+    module = DetectionModule(recipe_to_dict(recipe), data.class_names)
+    snapshots = {}
+
+    class Snapshot(pl.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            bn = pl_module.model.class_head.bn_rep[0][0]
+            weight = next(pl_module.model.parameters())
+            snapshots[trainer.current_epoch] = (bn.running_mean.clone(), weight.detach().clone())
+
+    trainer = pl.Trainer(max_epochs=3, limit_val_batches=0, logger=False, accelerator="cpu",
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False,
+                         callbacks=[FreezeBatchNorm(0.5), Snapshot()])
+    assert FreezeBatchNorm(0.5).start_epoch(trainer) == 2
+    trainer.fit(module, datamodule=data)
+    assert not torch.equal(snapshots[0][0], snapshots[1][0])  # epoch 1: statistics still move
+    assert torch.equal(snapshots[1][0], snapshots[2][0])  # epoch 2: frozen
+    assert not torch.equal(snapshots[1][1], snapshots[2][1])  # ... while the weights train
+    with pytest.raises(ValueError, match="freeze_bn_at"):
+        FreezeBatchNorm(1.5)

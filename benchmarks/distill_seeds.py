@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/distill_seeds.py [--recipe bccd] [--seeds 0 1 2] [--set k=v ...]
 
-Each seed runs the recipe's stages (teacher, baseline, distilled) with a CSV logger; a teacher
-trained for one seed is reused by later runs of the same seed. Prints a Markdown table and writes
+Each seed runs the recipe's stages (teacher, baseline, distilled) with a CSV logger. The teacher
+is trained once (seed ``--teacher-seed``) and shared by all student seeds, unless
+``--teacher-per-seed`` is given. Prints a Markdown table and writes
 ``benchmarks/results/distill_<recipe>.json``. Not a test: the figures go into docs/BENCHMARKS.md.
 """
 
@@ -56,14 +57,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="bccd")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--teacher-seed", type=int, default=0)
+    parser.add_argument("--teacher-per-seed", action="store_true")
     parser.add_argument("--set", nargs="*", default=[], help="key=value overrides for every run")
     args = parser.parse_args()
+    teacher = [] if args.teacher_per_seed else [f"teacher.seed={args.teacher_seed}"]
     reports, start = [], time.perf_counter()
     for seed in args.seeds:
         recipe = load_recipe(
             REPO / "recipes" / f"{args.recipe}.yaml",
             ["logger=csv", "trainer.progress_bar=false", f"seed={seed}",
-             f"name=bench-{args.recipe}-s{seed}", "output_dir=runs/bench", *args.set],
+             f"name=bench-{args.recipe}-s{seed}", "output_dir=runs/bench", *teacher, *args.set],
         )
         result = run(recipe)
         reports.append(json.loads(Path(result["report"]).read_text()))

@@ -93,6 +93,8 @@ class TeacherConfig:
     checkpoint: Optional[str] = None
     epochs: Optional[int] = None  # teacher training epochs (default: trainer.epochs)
     lr: Optional[float] = None  # teacher training peak learning rate (default: optim.lr)
+    seed: Optional[int] = None  # teacher training seed (default: the recipe's seed); fixing it
+    # lets runs with several student seeds share one trained teacher
 
 
 @dataclass

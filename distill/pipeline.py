@@ -43,6 +43,8 @@ def teacher_recipe(recipe: Recipe) -> Recipe:
         changes["trainer"] = {"epochs": cfg.epochs}
     if cfg.lr:
         changes["optim"] = {"lr": cfg.lr}
+    if cfg.seed is not None:
+        changes["seed"] = cfg.seed
     return derive(recipe, changes)
 
 

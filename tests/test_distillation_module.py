@@ -209,3 +209,16 @@ def test_frozen_bn_phase_keeps_running_stats_while_weights_train(tmp_path):
     assert not torch.equal(snapshots[1][1], snapshots[2][1])  # ... while the weights train
     with pytest.raises(ValueError, match="freeze_bn_at"):
         FreezeBatchNorm(1.5)
+
+
+def test_teacher_cache_is_keyed_by_what_shapes_the_teacher(tmp_path):
+    from distill.pipeline import teacher_cache_dir
+
+    base = teacher_cache_dir(tiny_recipe(tmp_path))
+    assert base == teacher_cache_dir(tiny_recipe(tmp_path, **{"distill.loss": "mimic",
+                                                              "model.name": "efficientdet_dm2"}))
+    assert base != teacher_cache_dir(tiny_recipe(tmp_path, seed="1"))
+    assert base != teacher_cache_dir(tiny_recipe(tmp_path, **{"teacher.epochs": "3"}))
+    fixed = {"teacher.seed": "0"}
+    assert teacher_cache_dir(tiny_recipe(tmp_path, seed="1", **fixed)) == teacher_cache_dir(
+        tiny_recipe(tmp_path, seed="2", **fixed))

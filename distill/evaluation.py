@@ -49,13 +49,22 @@ def summarize_map(result: dict[str, torch.Tensor], class_names: list[str]) -> di
     return summary
 
 
-def write_json_atomic(path: str | os.PathLike, payload: dict) -> Path:
-    """Write JSON next to ``path`` and rename it into place, so a kill never leaves half a file."""
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` next to ``path`` and rename it into place: a kill never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=2)
-        handle.write("\n")
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be read by others
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
+
+
+def write_json_atomic(path: str | os.PathLike, payload: dict) -> Path:
+    """Write ``payload`` as indented JSON to ``path`` atomically."""
+    return write_text_atomic(path, json.dumps(payload, indent=2) + "\n")

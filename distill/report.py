@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from distill.evaluation import write_json_atomic
+from distill.evaluation import write_json_atomic, write_text_atomic
 
 STAGES = ("teacher", "baseline", "distilled")
 
@@ -111,19 +110,6 @@ def format_comparison(comparison: dict[str, float | None]) -> list[str]:
     return lines
 
 
-def _write_text_atomic(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_report(
     run_dir: str | os.PathLike, rows: dict[str, dict], extra: dict | None = None
 ) -> tuple[Path, Path]:
@@ -150,7 +136,7 @@ def write_report(
     comparison_lines = format_comparison(comparison)
     if comparison_lines:
         parts += ["", *comparison_lines]
-    md_path = _write_text_atomic(run_dir / "report.md", "\n".join(parts) + "\n")
+    md_path = write_text_atomic(run_dir / "report.md", "\n".join(parts) + "\n")
     return json_path, md_path
 
 

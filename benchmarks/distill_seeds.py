@@ -63,6 +63,8 @@ def main() -> None:
     args = parser.parse_args()
     teacher = [] if args.teacher_per_seed else [f"teacher.seed={args.teacher_seed}"]
     reports, start = [], time.perf_counter()
+    out = REPO / "benchmarks" / "results" / f"distill_{args.recipe}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
         recipe = load_recipe(
             REPO / "recipes" / f"{args.recipe}.yaml",
@@ -71,19 +73,17 @@ def main() -> None:
         )
         result = run(recipe)
         reports.append(json.loads(Path(result["report"]).read_text()))
-    summary = {
-        "recipe": args.recipe,
-        "seeds": args.seeds,
-        "overrides": args.set,
-        "summary": summarize(reports),
-        "reports": reports,
-        "wall_seconds": round(time.perf_counter() - start, 1),
-        "machine": {"cpu": platform.processor() or platform.machine(),
-                    "threads": torch.get_num_threads(), "torch": torch.__version__},
-    }
-    out = REPO / "benchmarks" / "results" / f"distill_{args.recipe}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2) + "\n")
+        summary = {  # rewritten after every seed, so an interrupted benchmark keeps its results
+            "recipe": args.recipe,
+            "seeds": args.seeds[: len(reports)],
+            "overrides": [*teacher, *args.set],
+            "summary": summarize(reports),
+            "reports": reports,
+            "wall_seconds": round(time.perf_counter() - start, 1),
+            "machine": {"cpu": platform.processor() or platform.machine(),
+                        "threads": torch.get_num_threads(), "torch": torch.__version__},
+        }
+        out.write_text(json.dumps(summary, indent=2) + "\n")
     print("| stage | model | mAP mean | mAP std | mAP50 mean |")
     print("|---|---|---:|---:|---:|")
     for stage in STAGES:

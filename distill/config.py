@@ -77,7 +77,7 @@ class TrainerConfig:
     precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
     grad_clip: float = 10.0  # gradient norm clipping (0: off)
     val_every: int = 1  # validate every N epochs
-    log_every: int = 10  # log every N steps
+    log_every: int = 1  # send the logged values to the logger every N optimizer steps
     limit_val_batches: float = 1.0  # fraction (<= 1.0) or number of validation batches
     deterministic: bool = False
     progress_bar: bool = True

@@ -95,6 +95,9 @@ class TeacherConfig:
     lr: Optional[float] = None  # teacher training peak learning rate (default: optim.lr)
     seed: Optional[int] = None  # teacher training seed (default: the recipe's seed); fixing it
     # lets runs with several student seeds share one trained teacher
+    # quality gate: `distill run` stops before the student stages when the teacher's validation
+    # mAP is below this (null: no gate; a teacher at chance level is always a loud warning)
+    min_map: Optional[float] = None
 
 
 @dataclass

@@ -213,6 +213,20 @@ def run_teacher(
     return load_teacher(recipe, num_classes, path), metrics, path
 
 
+def check_teacher_quality(recipe: Recipe, metrics: dict, run_dir: Path, rows: dict) -> None:
+    """Warn about a teacher at chance level; stop (report written) below ``teacher.min_map``."""
+    map50, value = metrics.get("map_50", 0.0), metrics.get("map", 0.0)
+    if map50 < CHANCE_MAP50:
+        print(f"WARNING: teacher at chance level (mAP50 {map50:.4f} < {CHANCE_MAP50})")
+    gate = recipe.teacher.min_map
+    if gate is not None and value < gate:
+        write_report(run_dir, rows, {"recipe": recipe.name, "stopped": "teacher below min_map"})
+        raise RecipeError(
+            f"teacher.min_map: the teacher's validation mAP {value:.4f} is below {gate}; "
+            f"stopping before the student stages (report so far: {run_dir / 'report.md'})"
+        )
+
+
 def run(recipe: Recipe) -> dict[str, Any]:
     """Run the recipe's stages (teacher, baseline, distilled) and write report.json / report.md.
 
@@ -231,8 +245,7 @@ def run(recipe: Recipe) -> dict[str, Any]:
         if "teacher" in stages:
             rows["teacher"] = stage_row(recipe, recipe.teacher.model, teacher, metrics,
                                         data.num_classes)
-        if metrics.get("map_50", 0.0) < CHANCE_MAP50:
-            print(f"WARNING: teacher at chance level (mAP50 {metrics.get('map_50', 0.0):.4f})")
+        check_teacher_quality(recipe, metrics, run_dir, rows)
     if "baseline" in stages:
         print(f"== stage baseline: {recipe.model.name} without a teacher")
         metrics = train(derive(recipe, {"name": f"{recipe.name}-baseline"}),

@@ -222,3 +222,15 @@ def test_teacher_cache_is_keyed_by_what_shapes_the_teacher(tmp_path):
     fixed = {"teacher.seed": "0"}
     assert teacher_cache_dir(tiny_recipe(tmp_path, seed="1", **fixed)) == teacher_cache_dir(
         tiny_recipe(tmp_path, seed="2", **fixed))
+
+
+def test_teacher_below_min_map_stops_before_the_students(tmp_path, capsys):
+    recipe_file = str(REPO / "recipes" / "quickstart.yaml")
+    args = ["run", recipe_file, *tiny_overrides(tmp_path), "teacher.min_map=0.5"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "teacher.min_map" in err and "below 0.5" in err
+    run_dir = tmp_path / "runs" / "tiny"
+    report = json.loads((run_dir / "report.json").read_text())
+    assert list(report["stages"]) == ["teacher"] and report["stopped"]
+    assert not (run_dir / "baseline").exists() and not (run_dir / "distilled").exists()

@@ -191,7 +191,11 @@ def evaluate(recipe: Recipe, checkpoint_path: str | Path, output: str | Path | N
     data = prepare_data(recipe)
     module = DetectionModule(recipe_to_dict(recipe), data.class_names)
     what = f"model '{recipe.model.name}' with {data.num_classes} classes"
-    load_state_strict(module, checkpoint["state_dict"], str(path), what)
+    state = checkpoint["state_dict"]
+    if any(key.startswith("distiller.") for key in state):  # a `distill run` stage checkpoint
+        state = {k: v for k, v in state.items() if not k.startswith("distiller.")}
+        print(f"{path}: evaluating the student (the align modules in the file are not used)")
+    load_state_strict(module, state, str(path), what)
     trainer = build_trainer(recipe, path.parent, callbacks=[], logger=False)
     trainer.validate(module, datamodule=data, verbose=False)
     metrics = {**module.last_metrics, "checkpoint": str(path), "model": recipe.model.name}

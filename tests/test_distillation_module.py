@@ -174,6 +174,10 @@ def test_distill_run_writes_report_and_a_student_only_checkpoint(tmp_path, capsy
     recipe = load_recipe(recipe_file, tiny_overrides(tmp_path))
     metrics = evaluate(recipe, student, output=tmp_path / "eval.json")
     assert metrics["map"] == pytest.approx(stages["distilled"]["map"], abs=1e-6)
+    stage_checkpoint = run_dir / "distilled" / "checkpoints" / "last.ckpt"  # student + distiller
+    assert any(k.startswith("distiller.") for k in read_checkpoint(stage_checkpoint)["state_dict"])
+    again = evaluate(recipe, stage_checkpoint, output=tmp_path / "eval-last.json")
+    assert again["map"] == pytest.approx(metrics["map"], abs=1e-6)
 
     # A second run reuses the teacher trained by the first (same teacher recipe).
     capsys.readouterr()

@@ -1,4 +1,4 @@
-"""The ``distill`` command line: train, eval, run, check, info, data."""
+"""The ``distill`` command line: train, eval, run, check, info, data, import-effdet."""
 
 from __future__ import annotations
 
@@ -57,11 +57,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows[0] if len(rows) == 1 and args.model else rows, indent=2))
         return 0
-    print(f"{'model':<20} {'image':>7} {'params':>10} {'MACs':>10}  description")
+    print(f"{'model':<24} {'image':>7} {'params':>10} {'MACs':>10}  description")
     for row in rows:
         size = f"{row['image_size'][0]}"
         print(
-            f"{row['name']:<20} {size:>7} {row['params'] / 1e6:>9.2f}M {row['macs'] / 1e9:>9.2f}B"
+            f"{row['name']:<24} {size:>7} {row['params'] / 1e6:>9.2f}M {row['macs'] / 1e9:>9.2f}B"
             f"  {row.get('description', '')}"
         )
     return 0
@@ -73,6 +73,23 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
     data = prepare_data(load_recipe(args.recipe, args.overrides))
     print(json.dumps(data.summary(), indent=2))
+    return 0
+
+
+def _cmd_import_effdet(args: argparse.Namespace) -> int:
+    from distill.models.effdet_import import import_effdet
+
+    indices = None
+    if args.class_indices:
+        try:
+            indices = [int(i) for i in args.class_indices.split(",") if i.strip()]
+        except ValueError as err:
+            raise ValueError(f"--class-indices: expected comma-separated integers: {err}") from err
+    hparams = import_effdet(args.weights, args.variant, args.out, args.num_classes, indices)
+    print(
+        f"{args.variant} -> {hparams['model']['name']} ({hparams['num_classes']} classes): "
+        f"{args.out}"
+    )
     return 0
 
 
@@ -125,6 +142,30 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("recipe")
     data.add_argument("overrides", nargs="*")
     data.set_defaults(func=_cmd_data)
+
+    imp = sub.add_parser(
+        "import-effdet", help="convert effdet EfficientDet weights into a teacher checkpoint"
+    )
+    imp.add_argument(
+        "--variant",
+        required=True,
+        help="effdet config name: tf_efficientdet_d0..d7 or efficientdet_d0..d5",
+    )
+    imp.add_argument("--weights", required=True, help="effdet weights file (.pth state dict)")
+    imp.add_argument("--out", required=True, help="checkpoint to write (e.g. teacher.ckpt)")
+    imp.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        help="classes of the model (default: the file's; others re-initialise the class head)",
+    )
+    imp.add_argument(
+        "--class-indices",
+        default=None,
+        help="comma-separated effdet class channels to keep, in label order "
+        "(effdet COCO models: category id - 1)",
+    )
+    imp.set_defaults(func=_cmd_import_effdet)
     return parser
 
 

@@ -12,7 +12,7 @@ import difflib
 import os
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Optional, get_type_hints
+from typing import Any, Optional, get_origin, get_type_hints
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -36,6 +36,10 @@ class ModelConfig:
     fusion: Optional[str] = None  # BiFPN fusion: fast | softmax | sum (default: the model's)
     bn_momentum: Optional[float] = None  # BatchNorm momentum for the whole model (default: model's)
     drop_path_rate: Optional[float] = None  # backbone stochastic depth (default: the model's, 0.2)
+    backbone: Optional[str] = None  # a timm backbone by name instead of the preset's
+    # further settings of the model's builder, e.g. {fpn_channels: 64, head_norm: gn}; an
+    # unknown one stops with the valid names (see the model's config class)
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -177,6 +181,8 @@ def _check_keys(values: Any, schema: type, source: str, prefix: str = "") -> Non
             )
         sub = get_type_hints(schema)[key]
         if isinstance(value, dict):
+            if get_origin(sub) is dict:  # a free-form mapping: its keys are the builder's
+                continue
             if not is_dataclass(sub):
                 raise RecipeError(f"{source}: key '{path}' takes a single value, not a mapping")
             _check_keys(value, sub, source, prefix=f"{path}.")

@@ -20,8 +20,13 @@ from distill.evaluation import make_map_metric, summarize_map, to_original_pixel
 from distill.info import model_info
 from distill.latency import measure_latency
 from distill.lightning.detection import build_detector
+from distill.models.effdet_import import (
+    EFFDET_VARIANTS,
+    convert_effdet_state_dict,
+    is_effdet_state_dict,
+)
 from distill.report import format_report_table, log_report_to_wandb, write_report
-from distill.training import check_model_name, fit, new_run_dir, prepare_data, train
+from distill.training import check_model, fit, new_run_dir, prepare_data, train
 
 CHANCE_MAP50 = 0.02  # a teacher below this mAP50 on the check batches is "at chance"
 
@@ -73,14 +78,33 @@ def teacher_checkpoint(recipe: Recipe) -> Path | None:
     return None
 
 
-def load_teacher(recipe: Recipe, num_classes: int, path: Path) -> nn.Module:
-    """Build the teacher and load its weights strictly (``weights_only=True``) from ``path``."""
-    teacher = build_detector(OmegaConf.to_container(OmegaConf.structured(recipe.teacher.model)),
-                             num_classes=num_classes)
+def teacher_state(recipe: Recipe, path: Path) -> dict[str, torch.Tensor]:
+    """The teacher's weights (detector keys) from a `distill` checkpoint or an effdet file."""
+    name = recipe.teacher.model.name
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise RecipeError(f"teacher.checkpoint {path}: not a loadable checkpoint: {err}") from err
+    if isinstance(raw, dict) and "state_dict" not in raw and is_effdet_state_dict(raw):
+        if name not in EFFDET_VARIANTS:
+            raise RecipeError(
+                f"teacher.checkpoint {path} holds effdet weights, but teacher.model.name '{name}' "
+                f"is not an effdet configuration; use one of {', '.join(EFFDET_VARIANTS)}"
+            )
+        return convert_effdet_state_dict(raw, variant=name)  # the file's class count
     state = read_checkpoint(path)["state_dict"]
     model_state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
-    what = f"teacher '{recipe.teacher.model.name}' with {num_classes} classes"
-    load_state_strict(teacher, model_state or state, f"teacher.checkpoint {path}", what)
+    return model_state or state
+
+
+def load_teacher(recipe: Recipe, num_classes: int, path: Path) -> nn.Module:
+    """Build the teacher and load its weights strictly (``weights_only=True``) from ``path``:
+    a `distill train` / `distill run` / `distill import-effdet` checkpoint or an effdet file."""
+    teacher = build_detector(OmegaConf.to_container(OmegaConf.structured(recipe.teacher.model)),
+                             num_classes=num_classes)
+    what = (f"teacher '{recipe.teacher.model.name}' with {num_classes} classes (for effdet "
+            f"weights of another class set: distill import-effdet --class-indices)")
+    load_state_strict(teacher, teacher_state(recipe, path), f"teacher.checkpoint {path}", what)
     return teacher.eval()
 
 
@@ -115,8 +139,8 @@ def _level_rows(module: DistillationModule, student_size: int, teacher_size: int
 def check(recipe: Recipe, data: DetectionDataModule | None = None, batches: int = 4) -> dict:
     """Pre-flight check: level pairing, align modules, parameter counts, teacher weights, teacher
     mAP on a few validation batches. Prints a report; returns it as a dict."""
-    check_model_name(recipe)
-    check_model_name(derive(recipe, {"model": {"name": recipe.teacher.model.name}}))
+    check_model(recipe.model)
+    check_model(recipe.teacher.model, "teacher.model")
     data = data or prepare_data(recipe)
     path = teacher_checkpoint(recipe)
     if path is not None:

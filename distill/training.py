@@ -8,6 +8,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
 from distill.checkpoints import load_state_strict, read_checkpoint
@@ -15,6 +16,7 @@ from distill.config import Recipe, RecipeError, recipe_to_dict, recipe_to_yaml
 from distill.data import DetectionDataModule
 from distill.evaluation import write_json_atomic
 from distill.lightning import DetectionModule, WarmupEMA
+from distill.lightning.detection import build_detector
 from distill.lightning.freeze_bn import FreezeBatchNorm
 from distill.lightning.image_logging import ValidationImageLogger
 from distill.lightning.progress import EpochSummary
@@ -32,12 +34,28 @@ def new_run_dir(recipe: Recipe) -> Path:
     return candidate
 
 
-def check_model_name(recipe: Recipe) -> None:
-    """Stop early with the valid names when the recipe names an unknown model."""
-    if recipe.model.name not in list_models():
+def check_model(model_cfg: Any, key: str = "model") -> None:
+    """Stop early on an unknown model name or builder setting, naming the valid ones.
+
+    The model is built on the ``meta`` device (no memory, no weights read), so a typo in
+    ``model.options`` fails here rather than after the dataset is prepared.
+    """
+    if model_cfg.name not in list_models():
         raise RecipeError(
-            f"model.name: unknown model '{recipe.model.name}'; valid: {', '.join(list_models())}"
+            f"{key}.name: unknown model '{model_cfg.name}'; valid: {', '.join(list_models())}"
         )
+    settings = OmegaConf.to_container(OmegaConf.structured(model_cfg))
+    settings.update(pretrained=False, backbone_weights=None)
+    try:
+        with torch.device("meta"):
+            build_detector(settings, num_classes=1)
+    except (ValueError, TypeError, RuntimeError) as err:
+        raise RecipeError(f"{key} ('{model_cfg.name}'): {err}") from err
+
+
+def check_model_name(recipe: Recipe) -> None:
+    """Stop early when the recipe's model is unknown or mis-configured."""
+    check_model(recipe.model)
 
 
 def resolve_image_size(recipe: Recipe) -> int:

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from distill.config import Recipe, RecipeError, load_recipe, recipe_to_dict
 
@@ -95,3 +96,21 @@ def test_shipped_recipes_load(name):
     recipe = load_recipe(REPO / "recipes" / name)
     assert recipe.model.pretrained is False or name.startswith("coco")
     assert recipe_to_dict(recipe)["model"]["name"] == recipe.model.name
+
+
+def test_model_backbone_and_options_reach_the_builder_and_typos_stop_early():
+    from distill.lightning.detection import build_detector
+    from distill.training import check_model
+
+    recipe = load_recipe(
+        REPO / "recipes" / "quickstart.yaml",
+        ["teacher.model.name=retinanet", "teacher.model.backbone=resnet18",
+         "teacher.model.options={fpn_channels: 64, max_level: 5}"],
+    )
+    check_model(recipe.teacher.model, "teacher.model")
+    with torch.device("meta"):
+        teacher = build_detector(recipe_to_dict(recipe)["teacher"]["model"], num_classes=3)
+    assert teacher.strides == [8, 16, 32] and teacher.neck_channels == [64, 64, 64]
+    typo = load_recipe(REPO / "recipes" / "quickstart.yaml", ["model.options={fpn_chanels: 64}"])
+    with pytest.raises(RecipeError, match=r"model \('efficientdet_dm3'\).*fpn_chanels.*fpn_chann"):
+        check_model(typo.model)

@@ -16,8 +16,9 @@ from distill.models import build_model
 
 def model_overrides(model_cfg: dict[str, Any]) -> dict[str, Any]:
     """Builder keyword overrides set in a recipe's ``model`` section (unset keys left out)."""
-    keys = ("fusion", "backbone_weights", "bn_momentum", "drop_path_rate")
-    return {key: model_cfg[key] for key in keys if model_cfg.get(key) is not None}
+    keys = ("fusion", "backbone_weights", "bn_momentum", "drop_path_rate", "backbone")
+    overrides = {key: model_cfg[key] for key in keys if model_cfg.get(key) is not None}
+    return {**overrides, **(model_cfg.get("options") or {})}
 
 
 def build_detector(model_cfg: dict[str, Any], num_classes: int) -> nn.Module:

@@ -87,9 +87,9 @@ class BoxCoder:
 
     @staticmethod
     def _cxcywh(boxes: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        w = boxes[..., 2] - boxes[..., 0]
-        h = boxes[..., 3] - boxes[..., 1]
-        return boxes[..., 0] + 0.5 * w, boxes[..., 1] + 0.5 * h, w, h
+        x1, y1, x2, y2 = boxes.unbind(-1)
+        # centres as effdet computes them, so decoding imported models matches it bit for bit
+        return (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1
 
     def encode(self, boxes: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
         """Deltas ``[..., 4]`` that turn ``anchors`` into ``boxes`` (both xyxy)."""

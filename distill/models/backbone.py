@@ -9,7 +9,7 @@ import timm
 import torch
 from torch import nn
 
-from .layers import ConvBnAct, downsample2x
+from .layers import ConvBnAct, check_padding, downsample2x
 
 
 def _pick_indices(reductions: list[int], strides: tuple[int, ...]) -> list[int]:
@@ -27,7 +27,9 @@ class TimmBackbone(nn.Module):
     """A timm ``features_only`` model returning the levels at ``strides``.
 
     ``num_extra`` further levels are made like effdet: a 1x1 conv + BN when the channels differ
-    from ``extra_channels``, then max-pool with stride 2 (the later ones only pool).
+    from ``extra_channels``, then max-pool with stride 2 (the later ones only pool), padded as
+    ``padding`` says ("" symmetric, "same" TensorFlow SAME). The timm model pads as its name says
+    (``tf_`` models use SAME padding).
     """
 
     def __init__(
@@ -39,9 +41,11 @@ class TimmBackbone(nn.Module):
         num_extra: int = 2,
         extra_channels: int = 64,
         conv_bias: bool = True,
+        padding: str = "",
         **timm_kwargs: Any,
     ) -> None:
         super().__init__()
+        self.padding = check_padding(padding)
         if weights_file is not None:
             pretrained = True
             timm_kwargs["pretrained_cfg_overlay"] = dict(file=str(weights_file))
@@ -70,5 +74,5 @@ class TimmBackbone(nn.Module):
         feats = self.body(x)
         out = [feats[i] for i in self.indices]
         for conv in self.extra:
-            out.append(downsample2x(conv(out[-1])))
+            out.append(downsample2x(conv(out[-1]), self.padding))
         return out

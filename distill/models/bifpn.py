@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ConvBnAct, SeparableConv, downsample2x
+from .layers import ConvBnAct, SeparableConv, check_padding, downsample2x
 
 FUSION_MODES = ("fast", "softmax", "sum")
 
@@ -36,14 +36,15 @@ class WeightedFusion(nn.Module):
         return w / (w.sum() + self.eps)
 
     def forward(self, inputs: list[torch.Tensor]) -> torch.Tensor:
-        weights = self.normalized_weights()
-        if weights is None:
+        # effdet's order of operations: imported effdet weights give bit-identical outputs
+        if self.weight is None:
             return torch.stack(inputs, dim=-1).sum(dim=-1)
-        weights = weights.to(inputs[0].dtype)
-        out = inputs[0] * weights[0]
-        for i in range(1, len(inputs)):
-            out = out + inputs[i] * weights[i]
-        return out
+        weight = self.weight.to(inputs[0].dtype)
+        if self.mode == "softmax":
+            return (torch.stack(inputs, dim=-1) * torch.softmax(weight, dim=0)).sum(dim=-1)
+        weight = F.relu(weight)
+        total = weight.sum() + self.eps
+        return torch.stack([x * weight[i] / total for i, x in enumerate(inputs)], dim=-1).sum(-1)
 
 
 def bifpn_nodes(num_levels: int) -> list[tuple[int, list[int]]]:
@@ -76,10 +77,12 @@ class FusionNode(nn.Module):
         channels: int,
         mode: str,
         conv_bias: bool = True,
+        padding: str = "",
     ) -> None:
         super().__init__()
         self.level = level
         self.in_levels = in_levels
+        self.padding = check_padding(padding)
         # fusion first: the state_dict order then matches effdet's (weights before resamples)
         self.fusion = WeightedFusion(len(in_channels), mode)
         self.resample = nn.ModuleList(
@@ -94,7 +97,7 @@ class FusionNode(nn.Module):
         for x, in_level, resample in zip(inputs, self.in_levels, self.resample, strict=True):
             x = resample(x)
             if in_level < self.level:
-                x = downsample2x(x)
+                x = downsample2x(x, self.padding)
             elif in_level > self.level:
                 x = F.interpolate(x, size=size, mode="nearest")
             nodes.append(x)
@@ -104,7 +107,14 @@ class FusionNode(nn.Module):
 class BiFPNCell(nn.Module):
     """One BiFPN repeat: top-down then bottom-up fusion over all levels."""
 
-    def __init__(self, in_channels: list[int], channels: int, mode: str, conv_bias: bool) -> None:
+    def __init__(
+        self,
+        in_channels: list[int],
+        channels: int,
+        mode: str,
+        conv_bias: bool,
+        padding: str = "",
+    ) -> None:
         super().__init__()
         self.num_levels = len(in_channels)
         self.specs = bifpn_nodes(self.num_levels)
@@ -120,6 +130,7 @@ class BiFPNCell(nn.Module):
                     channels,
                     mode,
                     conv_bias,
+                    padding,
                 )
             )
             chans.append(channels)
@@ -134,7 +145,10 @@ class BiFPNCell(nn.Module):
 
 
 class BiFPN(nn.Module):
-    """Stack of ``repeats`` BiFPN cells; the output has ``channels`` at every level."""
+    """Stack of ``repeats`` BiFPN cells; the output has ``channels`` at every level.
+
+    ``padding="same"`` downsamples with TensorFlow SAME max-pools (effdet's ``pad_type='same'``).
+    """
 
     def __init__(
         self,
@@ -143,11 +157,12 @@ class BiFPN(nn.Module):
         repeats: int,
         fusion: str = "fast",
         conv_bias: bool = True,
+        padding: str = "",
     ) -> None:
         super().__init__()
         cells = []
         for _ in range(repeats):
-            cells.append(BiFPNCell(in_channels, channels, fusion, conv_bias))
+            cells.append(BiFPNCell(in_channels, channels, fusion, conv_bias, padding))
             in_channels = [channels] * len(in_channels)
         self.cells = nn.ModuleList(cells)
         self.out_channels = [channels] * len(in_channels)

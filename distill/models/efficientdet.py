@@ -32,11 +32,19 @@ PAPER_TABLE: dict[int, tuple[int, str, int, int, int, str]] = {
 }
 # backbones below B0 for negative phi (timm TinyNets, same EfficientNet blocks)
 SMALL_BACKBONES: dict[int, str] = {-1: "tinynet_b", -2: "tinynet_c", -3: "tinynet_e"}
+# effdet's native efficientdet_d4/d5 keep its default SAME padding in the BiFPN (with the
+# symmetric-padded efficientnet_b4/b5 backbones); its native d0..d3 pad symmetrically.
+SAME_PADDING_NATIVE = (4, 5)
 
 
 @dataclass
 class EfficientDetConfig:
-    """Everything needed to build one EfficientDet-style detector."""
+    """Everything needed to build one EfficientDet-style detector.
+
+    ``padding`` is the padding of the BiFPN's and extra levels' max-pools: "" symmetric (PyTorch),
+    "same" TensorFlow SAME (effdet ``pad_type``); the backbone pads as its timm name says.
+    ``conv_bias`` puts a bias on the convs before BatchNorm (effdet's ``redundant_bias``).
+    """
 
     name: str
     image_size: int
@@ -51,6 +59,7 @@ class EfficientDetConfig:
     conv_bias: bool = True
     drop_path_rate: float = 0.2
     backbone_weights: str | None = None
+    padding: str = ""
     # BatchNorm momentum (PyTorch convention) for every BN of the model; None keeps the defaults
     # (0.01 in BiFPN and heads, timm's in the backbone). Short runs want 0.1: with 0.01 the
     # running statistics trail the weights for hundreds of steps and eval-mode outputs drift.
@@ -81,7 +90,10 @@ def efficientdet_config(phi: float, name: str | None = None) -> EfficientDetConf
     name = name or f"efficientdet_phi{phi:g}"
     if float(phi).is_integer() and int(phi) in PAPER_TABLE:
         size, backbone, width, fpn_rep, head_rep, fusion = PAPER_TABLE[int(phi)]
-        return EfficientDetConfig(name, size, backbone, width, fpn_rep, head_rep, fusion)
+        padding = "same" if int(phi) in SAME_PADDING_NATIVE else ""
+        return EfficientDetConfig(
+            name, size, backbone, width, fpn_rep, head_rep, fusion, padding=padding
+        )
     level = int(math.floor(phi + 0.5))
     if level >= 0:
         backbone = f"efficientnet_b{min(level, 7)}"
@@ -124,8 +136,16 @@ def build_efficientdet(
         extra_channels=cfg.fpn_channels,
         conv_bias=cfg.conv_bias,
         drop_path_rate=cfg.drop_path_rate,
+        padding=cfg.padding,
     )
-    neck = BiFPN(backbone.channels, cfg.fpn_channels, cfg.fpn_repeats, cfg.fusion, cfg.conv_bias)
+    neck = BiFPN(
+        backbone.channels,
+        cfg.fpn_channels,
+        cfg.fpn_repeats,
+        cfg.fusion,
+        cfg.conv_bias,
+        cfg.padding,
+    )
     _glorot_init(neck)
     num_anchors = cfg.num_scales * len(cfg.aspect_ratios)
     head_args = dict(
@@ -175,15 +195,26 @@ def register_config(name: str, cfg: EfficientDetConfig, description: str) -> Non
     register_model(name, description)(functools.partial(build_from_config, cfg))
 
 
+def tf_efficientdet_config(phi: int) -> EfficientDetConfig:
+    """effdet's ``tf_efficientdet_d{phi}``: TF-ported weights, SAME padding everywhere.
+
+    timm ``tf_efficientnet_b*`` backbone, SAME max-pools in the BiFPN, and anchor scale 5 for D7.
+    """
+    cfg = efficientdet_config(phi, f"tf_efficientdet_d{phi}")
+    return cfg.replace(
+        backbone=f"tf_{cfg.backbone}", padding="same", anchor_scale=5.0 if phi == 7 else 4.0
+    )
+
+
 def _register_paper_models() -> None:
     for phi in PAPER_TABLE:
-        name = f"efficientdet_d{phi}"
-        cfg = efficientdet_config(phi, name)
-        desc = (
-            f"EfficientDet-D{phi} ({cfg.backbone}, BiFPN {cfg.fpn_channels}x{cfg.fpn_repeats}, "
-            f"head x{cfg.head_repeats}, {cfg.image_size}px)"
-        )
-        register_config(name, cfg, desc)
+        for cfg in (efficientdet_config(phi, f"efficientdet_d{phi}"), tf_efficientdet_config(phi)):
+            desc = (
+                f"EfficientDet-D{phi} ({cfg.backbone}, BiFPN {cfg.fpn_channels}x"
+                f"{cfg.fpn_repeats}, head x{cfg.head_repeats}, {cfg.image_size}px"
+                f"{', SAME padding' if cfg.padding == 'same' else ''})"
+            )
+            register_config(cfg.name, cfg, desc)
 
 
 _register_paper_models()

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01
+# "" : PyTorch-style symmetric padding; "same": TensorFlow SAME padding (effdet's tf_ models).
+# The neck's and heads' convs have stride 1 and odd kernels, for which SAME is the symmetric
+# ``k // 2`` padding, so only the stride-2 max-pools differ between the two modes.
+PADDING_MODES = ("", "same")
 
 
 def batch_norm(channels: int) -> nn.BatchNorm2d:
@@ -67,6 +73,28 @@ class SeparableConv(nn.Module):
         return self.act(self.bn(self.conv_pw(self.conv_dw(x))))
 
 
-def downsample2x(x: torch.Tensor) -> torch.Tensor:
-    """Max-pool with kernel 3, stride 2, padding 1 (output size ceil(H / 2))."""
+def check_padding(padding: str) -> str:
+    """``padding`` if it is one of ``PADDING_MODES``; ``ValueError`` otherwise."""
+    if padding not in PADDING_MODES:
+        raise ValueError(f"unknown padding {padding!r}, expected one of {PADDING_MODES}")
+    return padding
+
+
+def _same_pad(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TF SAME padding (before, after) of one dimension: the extra pixel goes after."""
+    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def downsample2x(x: torch.Tensor, padding: str = "") -> torch.Tensor:
+    """Max-pool with kernel 3, stride 2 (output size ceil(H / 2)).
+
+    ``padding=""`` pads 1 pixel on every side; ``"same"`` pads like TensorFlow (and timm's
+    ``MaxPool2dSame``): ``-inf`` only after the input when H is even, 1 on both sides when odd.
+    """
+    if check_padding(padding) == "same":
+        top, bottom = _same_pad(x.shape[-2], 3, 2)
+        left, right = _same_pad(x.shape[-1], 3, 2)
+        x = nn.functional.pad(x, (left, right, top, bottom), value=-math.inf)
+        return nn.functional.max_pool2d(x, kernel_size=3, stride=2)
     return nn.functional.max_pool2d(x, kernel_size=3, stride=2, padding=1)

@@ -77,10 +77,12 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_import_effdet(args: argparse.Namespace) -> int:
-    from distill.models.effdet_import import import_effdet
+    from distill.models.effdet_import import COCO80_EFFDET_INDICES, import_effdet
 
     indices = None
-    if args.class_indices:
+    if args.class_indices == "coco80":
+        indices = list(COCO80_EFFDET_INDICES)
+    elif args.class_indices:
         try:
             indices = [int(i) for i in args.class_indices.split(",") if i.strip()]
         except ValueError as err:
@@ -163,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--class-indices",
         default=None,
         help="comma-separated effdet class channels to keep, in label order "
-        "(effdet COCO models: category id - 1)",
+        "(effdet COCO models: category id - 1), or 'coco80' for the 80 COCO 2017 categories "
+        "in category-id order, the label order `data.format: coco` gives",
     )
     imp.set_defaults(func=_cmd_import_effdet)
     return parser

@@ -256,3 +256,24 @@ def test_a_recipe_teacher_can_point_at_an_effdet_file(tmp_path):
     wrong = load_recipe(quickstart, ["teacher.model.name=efficientdet_dm2", *teacher_keys])
     with pytest.raises(RecipeError, match="not an effdet configuration"):
         load_teacher(wrong, 6, weights)
+
+
+def test_coco80_class_indices_keep_the_80_annotated_categories_in_id_order(tmp_path):
+    from distill.models.effdet_import import COCO80_CATEGORY_IDS
+
+    assert len(COCO80_CATEGORY_IDS) == 80 and list(COCO80_CATEGORY_IDS) == sorted(
+        set(COCO80_CATEGORY_IDS)
+    )
+    assert {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}.isdisjoint(COCO80_CATEGORY_IDS)
+    ref = _effdet_model("tf_efficientdet_d0", num_classes=90)
+    weights, out = tmp_path / "coco.pth", tmp_path / "teacher80.ckpt"
+    torch.save(ref.state_dict(), weights)
+    args = ["import-effdet", "--variant", "tf_efficientdet_d0", "--weights", str(weights),
+            "--out", str(out), "--class-indices", "coco80"]
+    assert main(args) == 0
+    state = read_checkpoint(out)["state_dict"]
+    bias = state["model.class_head.predict.conv_pw.bias"].reshape(9, 80)
+    theirs = ref.class_net.predict.conv_pw.bias.detach().reshape(9, 90)
+    assert torch.equal(bias[:, 0], theirs[:, 0])  # person: id 1, slot 0
+    assert torch.equal(bias[:, 11], theirs[:, 12])  # stop sign: id 13 (12 is unused), slot 12
+    assert torch.equal(bias[:, 79], theirs[:, 89])  # toothbrush: id 90, slot 89

@@ -48,6 +48,15 @@ _REDUNDANT_BIAS = re.compile(
 )
 
 
+# effdet's COCO models predict 90 class slots (slot = COCO category id - 1); the 80 categories
+# COCO 2017 annotates, in id order, are the labels `data.format: coco` gives (ids sorted)
+COCO80_CATEGORY_IDS: tuple[int, ...] = (
+    *range(1, 12), *range(13, 26), 27, 28, *range(31, 45), *range(46, 66), 67, 70,
+    *range(72, 83), *range(84, 91),
+)
+COCO80_EFFDET_INDICES: tuple[int, ...] = tuple(i - 1 for i in COCO80_CATEGORY_IDS)
+
+
 def effdet_state_dict(obj: Any) -> dict[str, torch.Tensor]:
     """The tensors of an effdet file or state dict with wrapper prefixes stripped.
 

@@ -178,3 +178,21 @@ def test_local_backbone_weights_file_is_loaded(tmp_path):
         model = build_model(name, num_classes=2, backbone_weights=str(path))
         loaded = model.backbone.body.layer4[1].conv2.weight
         assert torch.equal(loaded, source.layer4[1].conv2.weight)
+
+
+def test_distill_run_trains_a_retinanet_teacher_and_distils_it(tmp_path):
+    import json
+    from pathlib import Path
+
+    from test_distillation_module import tiny_overrides
+
+    from distill.cli import main
+
+    recipe = str(Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml")
+    overrides = tiny_overrides(tmp_path, **{"teacher.model.name": "retinanet_tiny"})
+    assert main(["run", recipe, *overrides, "distill.stages=[teacher,distilled]"]) == 0
+    report = json.loads((tmp_path / "runs" / "tiny" / "report.json").read_text())
+    assert report["stages"]["teacher"]["model"] == "retinanet_tiny"
+    assert report["stages"]["teacher"]["params"] > 10 * report["stages"]["distilled"]["params"]
+    metrics = json.loads((tmp_path / "runs" / "tiny" / "distilled" / "metrics.json").read_text())
+    assert metrics["steps"] == 2 and 0.0 <= metrics["map"] <= 1.0

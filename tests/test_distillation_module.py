@@ -238,3 +238,24 @@ def test_teacher_below_min_map_stops_before_the_students(tmp_path, capsys):
     report = json.loads((run_dir / "report.json").read_text())
     assert list(report["stages"]) == ["teacher"] and report["stopped"]
     assert not (run_dir / "baseline").exists() and not (run_dir / "distilled").exists()
+
+
+def test_after_stop_at_the_teacher_is_not_run_and_align_grads_are_zero(tmp_path):
+    recipe = tiny_recipe(tmp_path, **{"distill.weight.stop_at": "0.5"})
+    data = prepare_data(recipe)
+    module = build_module(recipe, data.class_names)
+    calls = []
+    run_teacher = module.teacher_features
+    module.teacher_features = lambda images: calls.append(1) or run_teacher(images)
+    grads = []
+
+    class AlignGrad(pl.Callback):
+        def on_after_backward(self, trainer, pl_module):
+            grads.append(pl_module.distiller.align[0].weight.grad.abs().sum().item())
+
+    trainer = pl.Trainer(max_steps=4, limit_val_batches=0, logger=False, accelerator="cpu",
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[AlignGrad()])
+    trainer.fit(module, datamodule=data)
+    assert len(calls) == 2  # steps 0 and 1 of 4; from step 2 (= 0.5 * 4) the weight is 0
+    assert grads[0] > 0 and grads[1] > 0 and grads[2] == 0.0 and grads[3] == 0.0

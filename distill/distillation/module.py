@@ -129,6 +129,8 @@ class DistillationModule(DetectionModule):
             logs["train/distill_loss"] = distill
             logs["train/distill_ratio"] = weight * distill.detach() / det["loss"].detach()
             loss = loss + weight * distill
+        else:  # teacher off (stop_at): a zero term keeps the align convs in DDP's gradient sync
+            loss = loss + sum(p.sum() for p in self.distiller.parameters()) * 0.0
         self.log_dict(logs, batch_size=images.shape[0])
         self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
         return loss

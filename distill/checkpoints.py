@@ -11,15 +11,21 @@ from torch import nn
 from distill.config import RecipeError
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a Lightning checkpoint with ``weights_only=True``; a clear error if it is not one."""
+def load_weights_file(path: str | Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, with a clear error naming the file."""
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"checkpoint not found: {path}")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise RecipeError(f"{path}: not a loadable checkpoint: {err}") from err
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a Lightning checkpoint with ``weights_only=True``; a clear error if it is not one."""
+    path = Path(path)
+    checkpoint = load_weights_file(path)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise RecipeError(f"{path}: no 'state_dict' in the file; expected a `distill` checkpoint")
     return checkpoint

@@ -12,7 +12,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from distill.checkpoints import load_state_strict, read_checkpoint
+from distill.checkpoints import load_state_strict, load_weights_file, read_checkpoint
 from distill.config import Recipe, RecipeError, recipe_to_dict, recipe_to_yaml
 from distill.data import DetectionDataModule
 from distill.distillation.module import DistillationModule
@@ -81,10 +81,7 @@ def teacher_checkpoint(recipe: Recipe) -> Path | None:
 def teacher_state(recipe: Recipe, path: Path) -> dict[str, torch.Tensor]:
     """The teacher's weights (detector keys) from a `distill` checkpoint or an effdet file."""
     name = recipe.teacher.model.name
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise RecipeError(f"teacher.checkpoint {path}: not a loadable checkpoint: {err}") from err
+    raw = load_weights_file(path)
     if isinstance(raw, dict) and "state_dict" not in raw and is_effdet_state_dict(raw):
         if name not in EFFDET_VARIANTS:
             raise RecipeError(

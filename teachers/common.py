@@ -17,7 +17,7 @@ from distill.models.anchors import AnchorGenerator
 from distill.models.backbone import TimmBackbone
 from distill.models.detector import Detector
 from distill.models.layers import ConvBnAct
-from distill.models.registry import register_model
+from distill.models.registry import build_configured, register_model
 
 # RetinaNet's aspect ratios 1:2, 1:1, 2:1 at equal area, as (width, height) multipliers
 EQUAL_AREA_ASPECTS: tuple[tuple[float, float], ...] = (
@@ -187,16 +187,7 @@ def build_teacher(
     **overrides: Any,
 ) -> Detector:
     """Apply ``image_size`` and ``overrides`` to ``cfg``, build it with ``builder``."""
-    if image_size is not None:
-        overrides["image_size"] = int(image_size)
-    cfg = cfg.replace(**overrides)
-    model = builder(cfg, num_classes, pretrained)
-    if cfg.bn_momentum is not None:
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.momentum = cfg.bn_momentum
-    model.config = cfg
-    return model
+    return build_configured(builder, cfg, num_classes, image_size, pretrained, **overrides)
 
 
 def register_teachers(

@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from distill.checkpoints import load_weights_file
+
 from .bifpn import bifpn_nodes
 from .registry import build_model
 
@@ -265,13 +267,7 @@ def convert_effdet_state_dict(
 def read_effdet_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Read an effdet weights file (``weights_only=True``) and unwrap its state dict."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"effdet weights not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path}: not a loadable weights file: {err}") from err
-    state = effdet_state_dict(obj)
+    state = effdet_state_dict(load_weights_file(path))
     if not is_effdet_state_dict(state):
         raise ValueError(f"{path}: not an effdet EfficientDet state dict")
     return state

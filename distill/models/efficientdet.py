@@ -17,7 +17,7 @@ from .bifpn import BiFPN
 from .detector import Detector
 from .head import Head
 from .layers import SeparableConv
-from .registry import register_model
+from .registry import build_configured, register_model
 
 # phi: (image size, backbone, BiFPN width, BiFPN repeats, head repeats, fusion) -- paper table
 PAPER_TABLE: dict[int, tuple[int, str, int, int, int, str]] = {
@@ -178,16 +178,9 @@ def build_from_config(
     **overrides: Any,
 ) -> Detector:
     """Apply ``image_size`` and ``overrides`` to ``cfg`` and build the detector."""
-    if image_size is not None:
-        overrides["image_size"] = int(image_size)
-    cfg = cfg.replace(**overrides)
-    model = build_efficientdet(cfg, num_classes, pretrained)
-    if cfg.bn_momentum is not None:
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.momentum = cfg.bn_momentum
-    model.config = cfg
-    return model
+    return build_configured(
+        build_efficientdet, cfg, num_classes, image_size, pretrained, **overrides
+    )
 
 
 def register_config(name: str, cfg: EfficientDetConfig, description: str) -> None:

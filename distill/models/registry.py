@@ -26,6 +26,29 @@ def register_model(name: str, description: str = "") -> Callable:
     return wrap
 
 
+def build_configured(
+    builder: Callable[[Any, int, bool], nn.Module],
+    cfg: Any,
+    num_classes: int,
+    image_size: int | None = None,
+    pretrained: bool = False,
+    **overrides: Any,
+) -> nn.Module:
+    """Apply ``image_size`` and ``overrides`` to the preset ``cfg`` (its ``replace`` rejects
+    unknown keys), build with ``builder(cfg, num_classes, pretrained)``, set every BatchNorm's
+    momentum when ``cfg.bn_momentum`` is set, and keep the config on ``model.config``."""
+    if image_size is not None:
+        overrides["image_size"] = int(image_size)
+    cfg = cfg.replace(**overrides)
+    model = builder(cfg, num_classes, pretrained)
+    if cfg.bn_momentum is not None:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.momentum = cfg.bn_momentum
+    model.config = cfg
+    return model
+
+
 def _load_presets() -> None:
     """Import the packages whose import registers presets (lazily, to avoid import cycles)."""
     import students  # noqa: F401

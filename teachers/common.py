@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from distill.models.anchors import AnchorGenerator
 from distill.models.backbone import TimmBackbone
 from distill.models.detector import Detector
 from distill.models.layers import ConvBnAct
-from distill.models.registry import build_configured, register_model
+from distill.models.registry import build_configured, register_model, replace_config
 
 # RetinaNet's aspect ratios 1:2, 1:1, 2:1 at equal area, as (width, height) multipliers
 EQUAL_AREA_ASPECTS: tuple[tuple[float, float], ...] = (
@@ -45,11 +44,7 @@ class TeacherConfig:
 
     def replace(self, **overrides: Any) -> TeacherConfig:
         """Copy with ``overrides`` applied; unknown keys raise ``ValueError``."""
-        fields = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(overrides) - fields)
-        if unknown:
-            raise ValueError(f"unknown override(s) {unknown}; valid: {sorted(fields)}")
-        return dataclasses.replace(self, **overrides)
+        return replace_config(self, **overrides)
 
     @property
     def strides(self) -> list[int]:

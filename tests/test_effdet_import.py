@@ -33,12 +33,7 @@ CLASSES = 5
 EQUIVALENT = [f"{p}efficientdet_d{i}" for i in range(4) for p in ("tf_", "")]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randomise(model: torch.nn.Module, seed: int = 1) -> None:

@@ -24,13 +24,7 @@ PAPER = {
 STUDENTS = ["efficientdet_dm1", "efficientdet_dm2", "efficientdet_dm3"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: these small models are faster so on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("phi", sorted(PAPER))

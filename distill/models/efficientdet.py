@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from .bifpn import BiFPN
 from .detector import Detector
 from .head import Head
 from .layers import SeparableConv
-from .registry import build_configured, register_model
+from .registry import build_configured, register_model, replace_config
 
 # phi: (image size, backbone, BiFPN width, BiFPN repeats, head repeats, fusion) -- paper table
 PAPER_TABLE: dict[int, tuple[int, str, int, int, int, str]] = {
@@ -67,11 +66,7 @@ class EfficientDetConfig:
 
     def replace(self, **overrides: Any) -> EfficientDetConfig:
         """Copy with ``overrides`` applied; unknown keys raise ``ValueError``."""
-        fields = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(overrides) - fields)
-        if unknown:
-            raise ValueError(f"unknown override(s) {unknown}; valid: {sorted(fields)}")
-        return dataclasses.replace(self, **overrides)
+        return replace_config(self, **overrides)
 
 
 def round_to(value: float, multiple: int, minimum: int | None = None) -> int:

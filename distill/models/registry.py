@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 from collections.abc import Callable
@@ -24,6 +25,15 @@ def register_model(name: str, description: str = "") -> Callable:
         return fn
 
     return wrap
+
+
+def replace_config(cfg: Any, **overrides: Any) -> Any:
+    """A copy of the dataclass ``cfg`` with ``overrides``; unknown keys raise ``ValueError``."""
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"unknown override(s) {unknown}; valid: {sorted(fields)}")
+    return dataclasses.replace(cfg, **overrides)
 
 
 def build_configured(

@@ -53,15 +53,24 @@ def teacher_recipe(recipe: Recipe) -> Recipe:
     return derive(recipe, changes)
 
 
+def _without_unset(settings: Any) -> Any:
+    """``settings`` without null or empty values: a new optional key keeps earlier cache keys."""
+    if not isinstance(settings, dict):
+        return settings
+    kept = {key: _without_unset(value) for key, value in settings.items()}
+    return {key: value for key, value in kept.items() if value is not None and value != {}}
+
+
 def teacher_cache_dir(recipe: Recipe) -> Path:
     """Where a teacher trained by `distill run` lives: keyed by everything that shapes it."""
     settings = recipe_to_dict(teacher_recipe(recipe))
     for key in ("name", "output_dir", "logger", "wandb_mode", "wandb_project", "teacher",
                 "distill"):
         settings.pop(key)
-    settings["trainer"].pop("progress_bar")
+    for key in ("progress_bar", "log_every"):
+        settings["trainer"].pop(key)
     settings["data"].pop("num_workers")
-    digest = hashlib.sha1(OmegaConf.to_yaml(settings).encode()).hexdigest()[:10]
+    digest = hashlib.sha1(OmegaConf.to_yaml(_without_unset(settings)).encode()).hexdigest()[:10]
     return Path(recipe.output_dir) / "teachers" / f"{recipe.teacher.model.name}-{digest}"
 
 

@@ -226,6 +226,15 @@ def test_teacher_cache_is_keyed_by_what_shapes_the_teacher(tmp_path):
     fixed = {"teacher.seed": "0"}
     assert teacher_cache_dir(tiny_recipe(tmp_path, seed="1", **fixed)) == teacher_cache_dir(
         tiny_recipe(tmp_path, seed="2", **fixed))
+    assert base == teacher_cache_dir(tiny_recipe(tmp_path, **{"trainer.log_every": "7"}))
+
+
+def test_teacher_cache_key_ignores_unset_keys():
+    """A new optional recipe key (null or empty by default) must not orphan cached teachers."""
+    from distill.pipeline import _without_unset
+
+    settings = {"a": None, "b": {}, "c": {"d": None, "e": 1, "f": {"g": None}}, "h": [], "i": 0}
+    assert _without_unset(settings) == {"c": {"e": 1}, "h": [], "i": 0}
 
 
 def test_teacher_below_min_map_stops_before_the_students(tmp_path, capsys):

@@ -1,0 +1,1 @@
+"""Zero-shot architecture search (MAE-NAS) for distillation students."""

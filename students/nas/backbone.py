@@ -1,0 +1,101 @@
+"""Backbone built from a searched structure: stem + residual stages, features at 8/16/32."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from distill.models.layers import downsample2x
+
+from .space import ConvSpec, Structure, output_strides, shortcut_conv, unit_convs
+
+
+def conv_layer(spec: ConvSpec, norm: bool = True) -> nn.Sequential:
+    """``spec`` as Conv2d (no bias) + BatchNorm (``norm``) + ReLU (``spec.act``)."""
+    layers: list[nn.Module] = [nn.Conv2d(spec.in_ch, spec.out_ch, spec.kernel, spec.stride,
+                                         padding=spec.kernel // 2, bias=False)]
+    if norm:
+        layers.append(nn.BatchNorm2d(spec.out_ch))
+    if spec.act:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class ResidualUnit(nn.Module):
+    """ReLU(main(x) + shortcut(x)); the stem is a unit without a shortcut (``residual=False``)."""
+
+    def __init__(self, convs: list[ConvSpec], shortcut: ConvSpec | None, residual: bool = True,
+                 norm: bool = True) -> None:
+        super().__init__()
+        self.main = nn.Sequential(*(conv_layer(spec, norm) for spec in convs))
+        self.residual = residual
+        self.shortcut = conv_layer(shortcut, norm) if shortcut is not None else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.residual:
+            return self.main(x)
+        return torch.relu(self.main(x) + self.shortcut(x))
+
+
+def build_blocks(structure: Structure, norm: bool = True) -> nn.ModuleList:
+    """One ``nn.Sequential`` of ``ResidualUnit`` per block of ``structure``."""
+    blocks = nn.ModuleList()
+    for i, block in enumerate(structure):
+        units = [ResidualUnit(unit_convs(block, u), shortcut_conv(block, u), residual=i > 0,
+                              norm=norm) for u in range(block.depth)]
+        blocks.append(nn.Sequential(*units))
+    return blocks
+
+
+class NasBackbone(nn.Module):
+    """The structure's blocks; returns the last feature at each of ``strides`` plus
+    ``num_extra`` max-pooled levels (a 1x1 conv + BN first when channels differ), like
+    ``distill.models.backbone.TimmBackbone``."""
+
+    def __init__(
+        self,
+        structure: Structure,
+        strides: tuple[int, ...] = (8, 16, 32),
+        num_extra: int = 2,
+        extra_channels: int = 64,
+        padding: str = "",
+    ) -> None:
+        super().__init__()
+        self.structure = structure
+        self.blocks = build_blocks(structure)
+        reductions = output_strides(structure)
+        self.indices = []
+        for stride in strides:
+            matches = [i for i, r in enumerate(reductions) if r == stride]
+            if not matches:
+                raise ValueError(f"structure has no block output at stride {stride} "
+                                 f"(block strides: {reductions})")
+            self.indices.append(matches[-1])
+        if self.indices[-1] != len(structure) - 1:
+            # blocks after the last tapped level would be computed for nothing
+            self.blocks = self.blocks[: self.indices[-1] + 1]
+        channels = [structure[i].out_ch for i in self.indices]
+        self.padding = padding
+        self.extra = nn.ModuleList()
+        in_ch = channels[-1]
+        for _ in range(num_extra):
+            if in_ch != extra_channels:
+                self.extra.append(conv_layer(ConvSpec(in_ch, extra_channels, 1, act=False)))
+            else:
+                self.extra.append(nn.Identity())
+            in_ch = extra_channels
+            channels.append(extra_channels)
+        self.channels: list[int] = channels
+        self.strides: list[int] = list(strides) + [
+            strides[-1] * 2 ** (i + 1) for i in range(num_extra)
+        ]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in self.indices:
+                out.append(x)
+        for conv in self.extra:
+            out.append(downsample2x(conv(out[-1]), self.padding))
+        return out

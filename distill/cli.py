@@ -1,4 +1,4 @@
-"""The ``distill`` command line: train, eval, run, check, info, data, import-effdet."""
+"""The ``distill`` command line: train, eval, run, check, info, data, search, import-effdet."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import warnings
+from pathlib import Path
 
 from distill.config import RecipeError
 
@@ -73,6 +74,48 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
     data = prepare_data(load_recipe(args.recipe, args.overrides))
     print(json.dumps(data.summary(), indent=2))
+    return 0
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from distill.config import load_recipe
+    from students.nas.search import (
+        current_device,
+        default_latency_path,
+        run_search,
+        search_settings,
+        space_from_config,
+    )
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    cfg, out_dir = search_settings(recipe)
+    if args.profile:
+        from students.nas.latency import profile_latency_table
+
+        device = current_device()
+        path = Path(recipe.search.latency_table or default_latency_path(
+            recipe.output_dir, cfg.image_size, device))
+        print(f"measuring the latency table on {device} at {cfg.image_size} px ...")
+        table = profile_latency_table(space_from_config(cfg.space), cfg.image_size,
+                                      device=device, progress=not args.no_progress)
+        table.save(path)
+        print(f"latency table ({table.device}, {len(table.entries)} operators x "
+              f"{len(table.channels)}x{len(table.channels)} channel counts): {path}")
+        return 0
+    budget = recipe.search.budget
+    if all(getattr(budget, k) is None for k in ("params", "macs", "layers", "latency_ms")):
+        print("distill search: warning: no search.budget set; the score favours ever larger "
+              "structures", file=sys.stderr)
+    try:
+        result = run_search(cfg, out_dir, resume=args.resume, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        return 130
+    m = result.measures
+    latency = f"  latency {m['latency_ms']:.2f} ms" if "latency_ms" in m else ""
+    print(f"best of {result.candidates} candidates ({result.seconds:.0f} s): score "
+          f"{result.score:.4g}  params {m['params'] / 1e6:.2f}M  MACs {m['macs'] / 1e9:.3f}B "
+          f"at {cfg.image_size} px  layers {m['layers']}{latency}")
+    print(f"structure: {result.files['structure']}")
     return 0
 
 
@@ -144,6 +187,23 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("recipe")
     data.add_argument("overrides", nargs="*")
     data.set_defaults(func=_cmd_data)
+
+    search = sub.add_parser(
+        "search", help="zero-shot (MAE-NAS) search of a backbone structure under a budget"
+    )
+    search.add_argument("recipe")
+    search.add_argument("overrides", nargs="*", help="key=value overrides, e.g. search.seed=1")
+    search.add_argument(
+        "--profile",
+        action="store_true",
+        help="measure the per-operator latency table on this machine (cuda if available, "
+        "else cpu) for search.budget.latency_ms, and save it (see search.latency_table)",
+    )
+    search.add_argument(
+        "--resume", action="store_true", help="continue from the output folder's population.json"
+    )
+    search.add_argument("--no-progress", action="store_true", help="no progress bar")
+    search.set_defaults(func=_cmd_search)
 
     imp = sub.add_parser(
         "import-effdet", help="convert effdet EfficientDet weights into a teacher checkpoint"

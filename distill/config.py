@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from distill.data.settings import DataConfig
 from distill.data.synthetic import SyntheticConfig
+from distill.search_config import SCORES, SearchConfig, search_problems
 
 
 class RecipeError(ValueError):
@@ -126,6 +127,7 @@ class DistillConfig:
     level_weights: Optional[list[float]] = None  # one per distilled stride (default: all 1.0)
     always_align: bool = True  # 1x1 align conv even where the channels already match
     weight: WeightConfig = field(default_factory=WeightConfig)
+    # search (optional, first: a backbone for the student) | teacher | baseline | distilled
     stages: list[str] = field(default_factory=lambda: ["teacher", "baseline", "distilled"])
     latency_runs: int = 20  # timed CPU forward passes (batch 1) per model for the report
 
@@ -146,6 +148,7 @@ class Recipe:
     data: DatasetConfig = field(default_factory=DatasetConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)  # `distill search` only
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -159,10 +162,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.bad_samples": ("error", "drop"),
     "optim.name": ("sgd", "adamw"),
     "trainer.precision": ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"),
+    "search.score": SCORES,
 }
 
 
-STAGES: tuple[str, ...] = ("teacher", "baseline", "distilled")
+STAGES: tuple[str, ...] = ("search", "teacher", "baseline", "distilled")
 
 
 def _check_keys(values: Any, schema: type, source: str, prefix: str = "") -> None:
@@ -238,6 +242,9 @@ def _check_choices(recipe: DictConfig, source: str) -> None:
             f"{source}: 'distill.stages' is {stages}, expected distinct names from "
             f"{', '.join(STAGES)}"
         )
+    if "search" in stages and stages[0] != "search":
+        raise RecipeError(f"{source}: 'distill.stages' is {stages}: 'search' must come first "
+                          "(the later stages train the structure it finds)")
 
 
 def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = None) -> Recipe:
@@ -256,8 +263,13 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
         except OmegaConfBaseException as err:
             key = getattr(err, "full_key", None) or "?"
             raise RecipeError(f"{where}: bad value for '{key}': {err.msg}") from err
-    _check_choices(schema, f"{source} (+ command line)" if cli else source)
-    return OmegaConf.to_object(schema)
+    origin = f"{source} (+ command line)" if cli else source
+    _check_choices(schema, origin)
+    recipe = OmegaConf.to_object(schema)
+    problems = search_problems(recipe.search)
+    if problems:
+        raise RecipeError(f"{origin}: {problems[0]}")
+    return recipe
 
 
 def recipe_to_yaml(recipe: Recipe) -> str:

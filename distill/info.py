@@ -27,14 +27,19 @@ def count_macs(model: torch.nn.Module, image_size: tuple[int, int], device: str 
 
 
 def model_info(
-    name: str, num_classes: int = 90, image_size: int | None = None, device: str = "meta"
+    name: str,
+    num_classes: int = 90,
+    image_size: int | None = None,
+    device: str = "meta",
+    **overrides: Any,
 ) -> dict[str, Any]:
     """Params and MACs (one image at the model's resolution) with the model's neck layout.
 
-    The model is built on the ``meta`` device by default, so even large models cost no memory.
+    The model is built on the ``meta`` device by default, so even large models cost no memory;
+    ``overrides`` go to the builder (a recipe's ``model.options``, ``fusion``, ...).
     """
     with torch.device(device):
-        model = build_model(name, num_classes=num_classes, image_size=image_size)
+        model = build_model(name, num_classes=num_classes, image_size=image_size, **overrides)
     size = (model.image_size, model.image_size)
     return {
         "name": name,

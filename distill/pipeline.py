@@ -19,7 +19,7 @@ from distill.distillation.module import DistillationModule
 from distill.evaluation import make_map_metric, summarize_map, to_original_pixels
 from distill.info import model_info
 from distill.latency import measure_latency
-from distill.lightning.detection import build_detector
+from distill.lightning.detection import build_detector, model_overrides
 from distill.models.effdet_import import (
     EFFDET_VARIANTS,
     convert_effdet_state_dict,
@@ -65,7 +65,7 @@ def teacher_cache_dir(recipe: Recipe) -> Path:
     """Where a teacher trained by `distill run` lives: keyed by everything that shapes it."""
     settings = recipe_to_dict(teacher_recipe(recipe))
     for key in ("name", "output_dir", "logger", "wandb_mode", "wandb_project", "teacher",
-                "distill"):
+                "distill", "search"):
         settings.pop(key)
     for key in ("progress_bar", "log_every"):
         settings["trainer"].pop(key)
@@ -196,7 +196,8 @@ def stage_row(recipe: Recipe, model_cfg: Any, model: nn.Module, metrics: dict,
               num_classes: int) -> dict[str, Any]:
     """One report row: accuracy from ``metrics``, size from ``distill info``, CPU latency."""
     size = model_cfg.image_size or recipe.model.image_size
-    info = model_info(model_cfg.name, num_classes=num_classes, image_size=size)
+    overrides = model_overrides(OmegaConf.to_container(OmegaConf.structured(model_cfg)))
+    info = model_info(model_cfg.name, num_classes=num_classes, image_size=size, **overrides)
     latency = measure_latency(model.cpu(), info["image_size"], runs=recipe.distill.latency_runs)
     return {
         "model": model_cfg.name,
@@ -257,6 +258,23 @@ def check_teacher_quality(recipe: Recipe, metrics: dict, run_dir: Path, rows: di
         )
 
 
+def run_search_stage(recipe: Recipe, run_dir: Path) -> tuple[Recipe, dict[str, Any]]:
+    """Search a backbone (``search`` section) into ``run_dir/search`` (or ``search.output``);
+    the returned recipe's student uses the structure found."""
+    from students.nas.search import run_search, search_settings
+
+    cfg, out_dir = search_settings(recipe)
+    out_dir = out_dir if recipe.search.output else run_dir / "search"
+    print(f"== stage search: {cfg.candidates} candidates into {out_dir}")
+    result = run_search(cfg, out_dir, progress=recipe.trainer.progress_bar)
+    structure = str(result.files["structure"])
+    searched = derive(recipe, {"model": {"options": {"structure": structure}}})
+    check_model(searched.model)
+    summary = {"structure": structure, "score": result.score, "candidates": result.candidates,
+               "seconds": round(result.seconds, 1), **result.measures}
+    return searched, summary
+
+
 def run(recipe: Recipe) -> dict[str, Any]:
     """Run the recipe's stages (teacher, baseline, distilled) and write report.json / report.md.
 
@@ -266,8 +284,12 @@ def run(recipe: Recipe) -> dict[str, Any]:
     check(recipe, data)
     stages = list(recipe.distill.stages)
     run_dir = new_run_dir(recipe)
-    (run_dir / "recipe.yaml").write_text(recipe_to_yaml(recipe))
     print(f"run folder: {run_dir}")
+    extra: dict[str, Any] = {"recipe": recipe.name, "run_dir": str(run_dir),
+                             "loss": recipe.distill.loss}
+    if "search" in stages:
+        recipe, extra["search"] = run_search_stage(recipe, run_dir)
+    (run_dir / "recipe.yaml").write_text(recipe_to_yaml(recipe))
     rows: dict[str, dict] = {}
     teacher = None
     if "teacher" in stages or "distilled" in stages:
@@ -296,8 +318,7 @@ def run(recipe: Recipe) -> dict[str, Any]:
                                                    stage_dir / "checkpoints" / "student.ckpt"))
         rows["distilled"] = stage_row(recipe, recipe.model, module.model, metrics,
                                       data.num_classes)
-    extra = {"recipe": recipe.name, "run_dir": str(run_dir), "loss": recipe.distill.loss,
-             "teacher_checkpoint": rows.get("teacher", {}).get("checkpoint")}
+    extra["teacher_checkpoint"] = rows.get("teacher", {}).get("checkpoint")
     json_path, md_path = write_report(run_dir, rows, extra)
     if recipe.logger == "wandb":
         log_report_to_wandb(rows, run_dir, recipe.wandb_project, recipe.name, recipe.wandb_mode,

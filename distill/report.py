@@ -136,6 +136,12 @@ def write_report(
     comparison_lines = format_comparison(comparison)
     if comparison_lines:
         parts += ["", *comparison_lines]
+    search = extra.get("search")
+    if search:
+        parts += ["", f"- student backbone searched ({search['candidates']} candidates, "
+                      f"{search['seconds']:.0f} s): {search['params'] / 1e6:.2f}M params, "
+                      f"{search['macs'] / 1e9:.3f}B MACs, {search['layers']} layers, "
+                      f"structure {search['structure']}"]
     md_path = write_text_atomic(run_dir / "report.md", "\n".join(parts) + "\n")
     return json_path, md_path
 

@@ -1,5 +1,6 @@
 """Student presets; importing this package registers them in the model registry."""
 
 from .efficientdet_small import SMALL_PRESETS, register_small_presets
+from .nas.detector import PRESET_PHI, register_nas_models
 
-__all__ = ["SMALL_PRESETS", "register_small_presets"]
+__all__ = ["PRESET_PHI", "SMALL_PRESETS", "register_nas_models", "register_small_presets"]

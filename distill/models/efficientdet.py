@@ -122,17 +122,24 @@ def build_efficientdet(
     cfg: EfficientDetConfig, num_classes: int, pretrained: bool = False
 ) -> Detector:
     """Build a ``Detector`` from ``cfg`` (pass ``pretrained`` to timm for the backbone)."""
-    num_levels = 5
     backbone = TimmBackbone(
         cfg.backbone,
         pretrained=pretrained,
         weights_file=Path(cfg.backbone_weights) if cfg.backbone_weights else None,
-        num_extra=num_levels - 3,
+        num_extra=2,
         extra_channels=cfg.fpn_channels,
         conv_bias=cfg.conv_bias,
         drop_path_rate=cfg.drop_path_rate,
         padding=cfg.padding,
     )
+    return efficientdet_on_backbone(backbone, cfg, num_classes)
+
+
+def efficientdet_on_backbone(backbone: nn.Module, cfg: Any, num_classes: int) -> Detector:
+    """BiFPN, class and box heads and anchors of ``cfg`` on ``backbone`` (which has ``channels``
+    and ``strides`` per level). ``cfg`` needs the neck, head and anchor fields of
+    ``EfficientDetConfig``; any backbone with five levels (e.g. a searched one) fits."""
+    num_levels = len(backbone.strides)
     neck = BiFPN(
         backbone.channels,
         cfg.fpn_channels,

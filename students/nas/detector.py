@@ -1,0 +1,116 @@
+"""Searched students: a backbone read from ``structure.json`` under an EfficientDet neck and head.
+
+The ``maenas_*`` presets pair a structure committed under ``students/structures/`` with the BiFPN
+and heads of the EfficientDet student of similar multiply-adds; ``model.options.structure:
+path/to/structure.json`` puts any searched structure under the same neck and heads.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from distill.models.detector import Detector
+from distill.models.efficientdet import efficientdet_config, efficientdet_on_backbone
+from distill.models.registry import build_configured, register_model, replace_config
+
+from .backbone import NasBackbone
+from .space import load_structure
+
+STRUCTURES_DIR = Path(__file__).resolve().parents[1] / "structures"
+
+
+@dataclass
+class NasDetConfig:
+    """A searched backbone (``structure``: a structure.json path or a preset name under
+    ``students/structures/``) with BiFPN, heads and anchors as in ``EfficientDetConfig``."""
+
+    name: str
+    image_size: int
+    structure: str | None = None
+    fpn_channels: int = 64
+    fpn_repeats: int = 3
+    head_repeats: int = 3
+    fusion: str = "fast"
+    num_scales: int = 3
+    aspect_ratios: tuple[tuple[float, float], ...] = ((1.0, 1.0), (1.4, 0.7), (0.7, 1.4))
+    anchor_scale: float = 4.0
+    conv_bias: bool = True
+    padding: str = ""
+    bn_momentum: float | None = None
+    drop_path_rate: float = 0.0  # the searched backbone has no stochastic depth: must stay 0
+
+    def replace(self, **overrides: Any) -> NasDetConfig:
+        """Copy with ``overrides`` applied; unknown keys raise ``ValueError``."""
+        return replace_config(self, **overrides)
+
+
+def structure_presets() -> list[str]:
+    """Names of the structures committed under ``students/structures/``."""
+    return sorted(p.stem for p in STRUCTURES_DIR.glob("*.json"))
+
+
+def resolve_structure(structure: str | None) -> Path:
+    """The structure file ``structure`` names: an existing path, else a committed preset."""
+    if not structure:
+        raise ValueError("model.options.structure: a searched student needs a structure.json "
+                         f"path (`distill search`) or a preset name: {structure_presets()}")
+    path = Path(structure)
+    if path.is_file():
+        return path
+    preset = STRUCTURES_DIR / f"{structure}.json"
+    if preset.is_file():
+        return preset
+    raise ValueError(f"model.options.structure: {structure!r} is neither a file nor a preset "
+                     f"name; presets: {structure_presets()}")
+
+
+def build_nas_detector(cfg: NasDetConfig, num_classes: int, pretrained: bool = False) -> Detector:
+    """The detector of ``cfg``; the backbone is built from its structure file."""
+    if pretrained:
+        raise ValueError("model.pretrained: searched backbones have no pretrained weights")
+    if cfg.drop_path_rate:
+        raise ValueError(f"model.drop_path_rate: {cfg.drop_path_rate}; searched backbones have "
+                         "no stochastic depth, set it to 0")
+    backbone = NasBackbone(
+        load_structure(resolve_structure(cfg.structure)),
+        strides=(8, 16, 32),
+        num_extra=2,
+        extra_channels=cfg.fpn_channels,
+        padding=cfg.padding,
+    )
+    return efficientdet_on_backbone(backbone, cfg, num_classes)
+
+
+def _build(cfg: NasDetConfig, num_classes: int, image_size: int | None = None,
+           pretrained: bool = False, **overrides: Any) -> Detector:
+    return build_configured(build_nas_detector, cfg, num_classes, image_size, pretrained,
+                            **overrides)
+
+
+def preset_config(name: str, phi: int, structure: str | None) -> NasDetConfig:
+    """Neck, heads and image size of the EfficientDet student ``phi`` with ``structure``."""
+    eff = efficientdet_config(phi)
+    return NasDetConfig(name=name, image_size=eff.image_size, structure=structure,
+                        fpn_channels=eff.fpn_channels, fpn_repeats=eff.fpn_repeats,
+                        head_repeats=eff.head_repeats, fusion=eff.fusion)
+
+
+# preset name -> the EfficientDet student whose neck, heads and multiply-adds it matches
+PRESET_PHI: dict[str, int] = {"maenas_dm3": -3, "maenas_dm2": -2, "maenas_dm1": -1}
+
+
+def register_nas_models() -> None:
+    """Register the ``maenas_*`` presets; ``model.options.structure`` swaps in another
+    structure.json (e.g. one that `distill search` wrote) under the same neck and heads."""
+    for name, phi in PRESET_PHI.items():
+        cfg = preset_config(name, phi, name)
+        desc = (f"MAE-NAS searched backbone at efficientdet_dm{-phi}'s multiply-adds, "
+                f"BiFPN {cfg.fpn_channels}x{cfg.fpn_repeats}, head x{cfg.head_repeats}, "
+                f"{cfg.image_size}px")
+        register_model(name, desc)(functools.partial(_build, cfg))
+
+
+register_nas_models()

@@ -1,11 +1,13 @@
 """Benchmark: `distill run` over several seeds; teacher, baseline and distilled mAP (mean, spread).
 
     .venv/bin/python benchmarks/distill_seeds.py [--recipe bccd] [--seeds 0 1 2] [--set k=v ...]
+        [--tag NAME] [--reuse]
 
 Each seed runs the recipe's stages (teacher, baseline, distilled) with a CSV logger. The teacher
 is trained once (seed ``--teacher-seed``) and shared by all student seeds, unless
 ``--teacher-per-seed`` is given. Prints a Markdown table and writes
-``benchmarks/results/distill_<recipe>.json``. Not a test: the figures go into docs/BENCHMARKS.md.
+``benchmarks/results/distill_<recipe>[-<tag>].json``. Not a test: the figures go into
+docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -60,17 +62,30 @@ def main() -> None:
     parser.add_argument("--teacher-seed", type=int, default=0)
     parser.add_argument("--teacher-per-seed", action="store_true")
     parser.add_argument("--set", nargs="*", default=[], help="key=value overrides for every run")
+    parser.add_argument("--tag", default="", help="run and result name suffix, e.g. maenas "
+                        "with --set model.name=maenas_dm2")
+    parser.add_argument("--reuse", action="store_true",
+                        help="read a seed's finished report.json (same settings!) instead of "
+                        "running it again")
     args = parser.parse_args()
     teacher = [] if args.teacher_per_seed else [f"teacher.seed={args.teacher_seed}"]
     reports, start = [], time.perf_counter()
-    out = REPO / "benchmarks" / "results" / f"distill_{args.recipe}.json"
+    label = f"{args.recipe}-{args.tag}" if args.tag else args.recipe
+    out = REPO / "benchmarks" / "results" / f"distill_{label}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
         recipe = load_recipe(
             REPO / "recipes" / f"{args.recipe}.yaml",
             ["logger=csv", "trainer.progress_bar=false", f"seed={seed}",
-             f"name=bench-{args.recipe}-s{seed}", "output_dir=runs/bench", *teacher, *args.set],
+             f"name=bench-{label}-s{seed}", "output_dir=runs/bench", *teacher, *args.set],
         )
+        done = Path(recipe.output_dir) / recipe.name / "report.json"
+        if args.reuse and done.is_file() and set(STAGES) <= set(
+            json.loads(done.read_text())["stages"]
+        ):
+            print(f"seed {seed}: reusing {done}")
+            reports.append(json.loads(done.read_text()))
+            continue
         result = run(recipe)
         reports.append(json.loads(Path(result["report"]).read_text()))
         summary = {  # rewritten after every seed, so an interrupted benchmark keeps its results

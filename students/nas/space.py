@@ -178,8 +178,10 @@ class SearchSpace:
         return found
 
     def initial(self, stem: int = 16, widths: tuple[int, ...] = (24, 40, 64, 96, 160),
-                kind: str = "k1kx", kernel: int = 3) -> Structure:
-        """A small depth-1 structure to start a search from (bottleneck = out / 2)."""
+                kind: str | None = None, kernel: int = 3) -> Structure:
+        """A small depth-1 structure to start a search from (bottleneck = out / 2; block
+        class: ``kind``, default the space's first)."""
+        kind = kind or self.block_kinds[0]
         blocks = [Block(STEM, 3, stem, 2, 3)]
         for width, stride in zip(widths, self.stage_strides):
             low, high = self.bottleneck_range(width)

@@ -5,7 +5,7 @@ produce at one image size, the median milliseconds of Conv2d + BatchNorm + ReLU 
 eval mode, inference mode) on a grid of input x output channel counts. A structure's latency
 is the sum over its convs (shortcuts included) of the interpolated table values: ops
 outside convs (residual adds) and fusion effects are ignored, so use it to rank structures and
-to enforce a budget, then check the chosen one with ``distill latency``.
+to enforce a budget; the report of `distill run` measures the chosen detector end to end.
 """
 
 from __future__ import annotations

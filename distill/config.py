@@ -103,6 +103,11 @@ class TeacherConfig:
     # quality gate: `distill run` stops before the student stages when the teacher's validation
     # mAP is below this (null: no gate; a teacher at chance level is always a loud warning)
     min_map: Optional[float] = None
+    # the teacher's forward pass: null runs it like the student (trainer.precision); bf16 runs it
+    # under torch.autocast(bfloat16) (CPU too), 32 in float32. Its features reach the
+    # distillation loss as float32 either way
+    precision: Optional[str] = None
+    channels_last: bool = False  # teacher weights and inputs in channels_last memory format
 
 
 @dataclass
@@ -162,6 +167,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.bad_samples": ("error", "drop"),
     "optim.name": ("sgd", "adamw"),
     "trainer.precision": ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"),
+    "teacher.precision": ("bf16", "32"),
     "search.score": SCORES,
 }
 

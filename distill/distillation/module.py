@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -82,6 +83,10 @@ class DistillationModule(DetectionModule):
             gamma=w["gamma"],
         )
         self.teacher_size = recipe["teacher"]["model"].get("image_size")
+        self.teacher_precision = recipe["teacher"].get("precision")
+        self.teacher_channels_last = bool(recipe["teacher"].get("channels_last", False))
+        if self.teacher_channels_last:
+            teacher.to(memory_format=torch.channels_last)
 
     def train(self, mode: bool = True) -> DistillationModule:
         """Switch the student and distiller; the teacher stays in eval mode."""
@@ -103,8 +108,26 @@ class DistillationModule(DetectionModule):
                 images, size=(self.teacher_size, self.teacher_size), mode="bilinear",
                 align_corners=False,
             )
-        features = self.teacher(images).features
-        return [features[i] for i in self.teacher_levels]
+        if self.teacher_channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with self._teacher_autocast(images.device.type):
+            features = self.teacher(images).features
+        return [features[i].float() for i in self.teacher_levels]
+
+    def _teacher_autocast(self, device_type: str):
+        """``teacher.precision``: bf16 autocast, float32 (autocast off) or the student's mode."""
+        if self.teacher_precision == "bf16":
+            return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+        if self.teacher_precision == "32":
+            return torch.autocast(device_type=device_type, enabled=False)
+        return nullcontext()
+
+    def distill_losses(
+        self, student: list[torch.Tensor], teacher: list[torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """The distiller's per-level losses, computed in float32 with autocast off."""
+        with torch.autocast(device_type=student[0].device.type, enabled=False):
+            return self.distiller([f.float() for f in student], [f.float() for f in teacher])
 
     def distill_weight(self) -> float:
         """The distillation weight at the current optimizer step."""
@@ -122,7 +145,7 @@ class DistillationModule(DetectionModule):
         loss = det["loss"]
         if weight > 0:
             student = [output.features[i] for i in self.student_levels]
-            per_level = self.distiller(student, self.teacher_features(images))
+            per_level = self.distill_losses(student, self.teacher_features(images))
             distill = per_level.pop("total")
             for i, stride in enumerate(self.strides):
                 logs[f"train/distill_s{stride}"] = per_level[f"level{i}"]

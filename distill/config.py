@@ -86,6 +86,9 @@ class TrainerConfig:
     limit_val_batches: float = 1.0  # fraction (<= 1.0) or number of validation batches
     deterministic: bool = False
     progress_bar: bool = True
+    # also save checkpoints/last.ckpt every N optimizer steps (0: at epoch ends only), so a
+    # killed run resumed with resume=true loses at most N steps
+    checkpoint_every_steps: int = 0
 
 
 @dataclass
@@ -144,6 +147,9 @@ class Recipe:
     name: str = "run"  # run folder name under output_dir
     seed: int = 0
     output_dir: str = "runs"
+    # true: `distill run` / `distill train` continue the run in output_dir/name (not a fresh
+    # name-2): finished stages (metrics.json) are skipped, a stage with a last.ckpt resumes there
+    resume: bool = False
     logger: str = "wandb"  # wandb | csv | tensorboard | none
     wandb_mode: str = "offline"  # offline | online | disabled
     wandb_project: str = "distill"
@@ -272,6 +278,10 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
     origin = f"{source} (+ command line)" if cli else source
     _check_choices(schema, origin)
     recipe = OmegaConf.to_object(schema)
+    if recipe.trainer.checkpoint_every_steps < 0:
+        raise RecipeError(f"{origin}: 'trainer.checkpoint_every_steps' is "
+                          f"{recipe.trainer.checkpoint_every_steps}, expected 0 (epoch ends "
+                          "only) or a positive number of steps")
     problems = search_problems(recipe.search)
     if problems:
         raise RecipeError(f"{origin}: {problems[0]}")

@@ -16,17 +16,30 @@ from distill.checkpoints import load_state_strict, load_weights_file, read_check
 from distill.config import Recipe, RecipeError, recipe_to_dict, recipe_to_yaml
 from distill.data import DetectionDataModule
 from distill.distillation.module import DistillationModule
-from distill.evaluation import make_map_metric, summarize_map, to_original_pixels
+from distill.evaluation import (
+    make_map_metric,
+    summarize_map,
+    to_original_pixels,
+    write_text_atomic,
+)
 from distill.info import model_info
 from distill.latency import measure_latency
 from distill.lightning.detection import build_detector, model_overrides
+from distill.lightning.resume import AtomicCheckpointIO
 from distill.models.effdet_import import (
     EFFDET_VARIANTS,
     convert_effdet_state_dict,
     is_effdet_state_dict,
 )
 from distill.report import format_report_table, log_report_to_wandb, write_report
-from distill.training import check_model, fit, new_run_dir, prepare_data, train
+from distill.training import (
+    check_model,
+    finished_metrics,
+    fit,
+    new_run_dir,
+    prepare_data,
+    train,
+)
 
 CHANCE_MAP50 = 0.02  # a teacher below this mAP50 on the check batches is "at chance"
 
@@ -64,10 +77,10 @@ def _without_unset(settings: Any) -> Any:
 def teacher_cache_dir(recipe: Recipe) -> Path:
     """Where a teacher trained by `distill run` lives: keyed by everything that shapes it."""
     settings = recipe_to_dict(teacher_recipe(recipe))
-    for key in ("name", "output_dir", "logger", "wandb_mode", "wandb_project", "teacher",
-                "distill", "search"):
+    for key in ("name", "output_dir", "resume", "logger", "wandb_mode", "wandb_project",
+                "teacher", "distill", "search"):
         settings.pop(key)
-    for key in ("progress_bar", "log_every"):
+    for key in ("progress_bar", "log_every", "checkpoint_every_steps"):
         settings["trainer"].pop(key)
     settings["data"].pop("num_workers")
     digest = hashlib.sha1(OmegaConf.to_yaml(_without_unset(settings)).encode()).hexdigest()[:10]
@@ -215,10 +228,11 @@ def stage_row(recipe: Recipe, model_cfg: Any, model: nn.Module, metrics: dict,
 
 def export_student(module: DistillationModule, recipe: Recipe, path: Path) -> Path:
     """Save the student alone, loadable by ``distill eval`` with the same recipe."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": module.student_state_dict(),
-                "hyper_parameters": {"recipe": recipe_to_dict(recipe),
-                                     "class_names": module.class_names}}, path)
+    AtomicCheckpointIO().save_checkpoint(
+        {"state_dict": module.student_state_dict(),
+         "hyper_parameters": {"recipe": recipe_to_dict(recipe), "class_names": module.class_names}},
+        path,
+    )
     return path
 
 
@@ -275,6 +289,29 @@ def run_search_stage(recipe: Recipe, run_dir: Path) -> tuple[Recipe, dict[str, A
     return searched, summary
 
 
+def run_distilled(
+    recipe: Recipe, teacher: nn.Module, num_classes: int, stage_dir: Path
+) -> tuple[dict[str, Any], nn.Module]:
+    """Train the student with the teacher into ``stage_dir``; export ``student.ckpt``.
+
+    With ``resume: true`` a finished stage (metrics.json and student.ckpt) is not run again and
+    an unfinished one continues from its ``last.ckpt``. Returns the metrics and the student.
+    """
+    student_path = stage_dir / "checkpoints" / "student.ckpt"
+    done = finished_metrics(recipe, stage_dir) if student_path.is_file() else None
+    if done is not None:
+        student = build_detector(recipe_to_dict(recipe)["model"], num_classes)
+        return {**done, "checkpoint": str(student_path)}, student
+    pl.seed_everything(recipe.seed, workers=True)  # the same student init as the baseline
+    data = prepare_data(recipe)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(stage_dir / "recipe.yaml", recipe_to_yaml(recipe))
+    module = DistillationModule(recipe_to_dict(recipe), data.class_names, teacher=teacher)
+    metrics = fit(derive(recipe, {"name": f"{recipe.name}-distilled"}), module, data, stage_dir)
+    metrics["checkpoint"] = str(export_student(module, recipe, student_path))
+    return metrics, module.model
+
+
 def run(recipe: Recipe) -> dict[str, Any]:
     """Run the recipe's stages (teacher, baseline, distilled) and write report.json / report.md.
 
@@ -289,7 +326,7 @@ def run(recipe: Recipe) -> dict[str, Any]:
                              "loss": recipe.distill.loss}
     if "search" in stages:
         recipe, extra["search"] = run_search_stage(recipe, run_dir)
-    (run_dir / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+    write_text_atomic(run_dir / "recipe.yaml", recipe_to_yaml(recipe))
     rows: dict[str, dict] = {}
     teacher = None
     if "teacher" in stages or "distilled" in stages:
@@ -306,18 +343,9 @@ def run(recipe: Recipe) -> dict[str, Any]:
         rows["baseline"] = stage_row(recipe, recipe.model, student, metrics, data.num_classes)
     if "distilled" in stages:
         print(f"== stage distilled: {recipe.model.name} taught by {recipe.teacher.model.name}")
-        pl.seed_everything(recipe.seed, workers=True)  # the same student init as the baseline
-        data = prepare_data(recipe)
-        stage_dir = run_dir / "distilled"
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        (stage_dir / "recipe.yaml").write_text(recipe_to_yaml(recipe))
-        module = DistillationModule(recipe_to_dict(recipe), data.class_names, teacher=teacher)
-        metrics = fit(derive(recipe, {"name": f"{recipe.name}-distilled"}), module, data,
-                      stage_dir)
-        metrics["checkpoint"] = str(export_student(module, recipe,
-                                                   stage_dir / "checkpoints" / "student.ckpt"))
-        rows["distilled"] = stage_row(recipe, recipe.model, module.model, metrics,
-                                      data.num_classes)
+        metrics, student = run_distilled(recipe, teacher, data.num_classes,
+                                         run_dir / "distilled")
+        rows["distilled"] = stage_row(recipe, recipe.model, student, metrics, data.num_classes)
     extra["teacher_checkpoint"] = rows.get("teacher", {}).get("checkpoint")
     json_path, md_path = write_report(run_dir, rows, extra)
     if recipe.logger == "wandb":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -14,18 +15,25 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from distill.checkpoints import load_state_strict, read_checkpoint
 from distill.config import Recipe, RecipeError, recipe_to_dict, recipe_to_yaml
 from distill.data import DetectionDataModule
-from distill.evaluation import write_json_atomic
+from distill.evaluation import write_json_atomic, write_text_atomic
 from distill.lightning import DetectionModule, WarmupEMA
 from distill.lightning.detection import build_detector
 from distill.lightning.freeze_bn import FreezeBatchNorm
 from distill.lightning.image_logging import ValidationImageLogger
 from distill.lightning.progress import EpochSummary
+from distill.lightning.resume import AtomicCheckpointIO, ResumeState
 from distill.models import build_model, list_models
 
 
 def new_run_dir(recipe: Recipe) -> Path:
-    """A fresh run folder ``output_dir/name`` (``name-2``, ... if taken): nothing is overwritten."""
+    """A fresh run folder ``output_dir/name`` (``name-2``, ... if taken): nothing is overwritten.
+
+    With ``resume: true`` it is ``output_dir/name`` itself, whether it exists or not.
+    """
     base = Path(recipe.output_dir) / recipe.name
+    if recipe.resume:
+        base.mkdir(parents=True, exist_ok=True)
+        return base
     candidate, n = base, 1
     while candidate.exists() and any(candidate.iterdir()):
         n += 1
@@ -129,6 +137,8 @@ def build_trainer(recipe: Recipe, run_dir: Path, callbacks: list, logger) -> pl.
         enable_model_summary=False,
         callbacks=callbacks,
         logger=logger,
+        plugins=[AtomicCheckpointIO()],
+        use_distributed_sampler=False,  # the data module shards by rank itself (EpochSampler)
     )
 
 
@@ -136,6 +146,9 @@ def fit(
     recipe: Recipe, module: DetectionModule, data: DetectionDataModule, run_dir: Path
 ) -> dict[str, Any]:
     """Fit ``module`` as the recipe's trainer section says; write checkpoints and metrics.json.
+
+    With ``resume: true`` and a ``run_dir/checkpoints/last.ckpt``, training continues from it
+    (weights, optimizer, scheduler, EMA, step, data position, RNG states).
 
     Returns the final validation metrics (EMA weights when EMA is on) plus the run folder.
     """
@@ -146,7 +159,11 @@ def fit(
         mode="max",
         save_last=True,
     )
-    callbacks: list = [checkpoint]
+    callbacks: list = [checkpoint, ResumeState(data)]
+    every = recipe.trainer.checkpoint_every_steps
+    if every > 0:  # last.ckpt also every N steps (the callback above writes it at epoch ends)
+        callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", save_top_k=0,
+                                         save_last=True, every_n_train_steps=every))
     if not recipe.trainer.progress_bar:
         callbacks.append(EpochSummary())
     if recipe.optim.ema_decay > 0:
@@ -159,8 +176,12 @@ def fit(
     if recipe.logger == "wandb":
         callbacks.append(ValidationImageLogger())
     trainer = build_trainer(recipe, run_dir, callbacks, logger)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    resume_from = str(last) if recipe.resume and last.is_file() else None
+    if resume_from:
+        print(f"resuming from {resume_from}")
     start = time.perf_counter()
-    trainer.fit(module, datamodule=data)
+    trainer.fit(module, datamodule=data, ckpt_path=resume_from)
     train_seconds = time.perf_counter() - start
     trainer.validate(module, datamodule=data, verbose=False)
     metrics = {
@@ -181,17 +202,31 @@ def fit(
     return metrics
 
 
+def finished_metrics(recipe: Recipe, run_dir: Path) -> dict[str, Any] | None:
+    """With ``resume: true``, the metrics of a run folder that finished training, else None."""
+    path = run_dir / "metrics.json"
+    if not (recipe.resume and path.is_file()):
+        return None
+    print(f"resume: {run_dir} is finished ({path}), not training it again")
+    return json.loads(path.read_text())
+
+
 def train(recipe: Recipe, run_dir: Path | None = None) -> dict[str, Any]:
     """Train the recipe's detector; write checkpoints, ``recipe.yaml`` and ``metrics.json``.
 
     ``run_dir`` defaults to a fresh folder under ``output_dir``. Returns the final metrics.
+    With ``resume: true`` a finished run folder is not trained again and an unfinished one
+    continues from its ``last.ckpt``.
     """
     check_model_name(recipe)
     pl.seed_everything(recipe.seed, workers=True)
     data = prepare_data(recipe)
     run_dir = Path(run_dir) if run_dir is not None else new_run_dir(recipe)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+    done = finished_metrics(recipe, run_dir)
+    if done is not None:
+        return done
+    write_text_atomic(run_dir / "recipe.yaml", recipe_to_yaml(recipe))
     print(f"run folder: {run_dir}")
     module = DetectionModule(recipe_to_dict(recipe), data.class_names)
     return fit(recipe, module, data, run_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from distill.data.dataset import DetectionDataset, collate
 from distill.data.records import DatasetError, DatasetIndex, check_policy
+from distill.data.sampling import EpochSampler
 from distill.data.settings import FORMATS, DataConfig
 from distill.data.transforms import build_transforms
 
@@ -43,6 +45,9 @@ class DetectionDataModule(pl.LightningDataModule):
         self.val_index: DatasetIndex | None = None
         self.train_dataset: DetectionDataset | None = None
         self.val_dataset: DetectionDataset | None = None
+        self.train_sampler: EpochSampler | None = None
+        # (epoch, batches already trained in it): set when resuming, used by the next loader
+        self.resume_position: tuple[int, int] | None = None
 
     # ------------------------------------------------------------------ parsing
 
@@ -154,26 +159,64 @@ class DetectionDataModule(pl.LightningDataModule):
             "pin_memory": torch.cuda.is_available(),
         }
 
+    def _world(self) -> tuple[int, int]:
+        """``(number of processes, this process's rank)`` of the attached trainer (1, 0 without)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 1, 0
+        return int(trainer.world_size), int(trainer.global_rank)
+
+    def batches_per_epoch(self) -> int:
+        """Training batches per epoch in this process (``len(train_dataloader())``)."""
+        if self.train_dataset is None:
+            self.setup("fit")
+        world, _ = self._world()
+        per_rank, batch = math.ceil(len(self.train_dataset) / world), int(self.cfg.batch_size)
+        return per_rank // batch if per_rank > batch else 1
+
     def train_dataloader(self) -> DataLoader:
+        """Shuffled by (seed, epoch) through ``EpochSampler``, this process's share under DDP.
+
+        A pending ``resume_position`` (set by ``ResumeState`` from a checkpoint) starts the
+        sampler at that epoch, past the batches already trained on.
+        """
         if self.train_dataset is None:
             self.setup("fit")
         batch = int(self.cfg.batch_size)
+        world, rank = self._world()
+        self.train_sampler = EpochSampler(len(self.train_dataset), self.seed, world, rank)
+        if self.resume_position is not None:
+            epoch, batches = self.resume_position
+            self.resume_position = None
+            self.train_sampler.epoch = epoch
+            self.train_sampler.skip = batches * batch
         return DataLoader(
             self.train_dataset,
             batch_size=batch,
-            shuffle=True,
-            drop_last=len(self.train_dataset) > batch,
-            generator=torch.Generator().manual_seed(self.seed),
+            sampler=self.train_sampler,
+            drop_last=len(self.train_sampler) > batch,
+            generator=torch.Generator().manual_seed(self.seed),  # not the global RNG stream
             **self._loader_kwargs(),
         )
 
     def val_dataloader(self) -> DataLoader:
+        """In order; under DDP each process takes every world-th image (none twice)."""
         if self.val_dataset is None:
             self.setup("validate")
+        world, rank = self._world()
+        sampler = None
+        if world > 1:
+            from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+
+            sampler = UnrepeatedDistributedSampler(
+                self.val_dataset, num_replicas=world, rank=rank, shuffle=False
+            )
         return DataLoader(
             self.val_dataset,
             batch_size=int(self.cfg.val_batch_size or self.cfg.batch_size),
             shuffle=False,
+            sampler=sampler,
             drop_last=False,
+            generator=torch.Generator().manual_seed(self.seed),
             **self._loader_kwargs(),
         )

@@ -43,7 +43,16 @@ class DetectionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.index.samples)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int | tuple[int, int]):
+        """Item ``i``; for ``(i, seed)`` (``EpochSampler``) random transforms draw from ``seed``."""
+        if isinstance(i, tuple):
+            index, seed = i
+            with torch.random.fork_rng(devices=[]):  # the global RNG stream is left untouched
+                torch.manual_seed(seed)
+                return self._item(index)
+        return self._item(i)
+
+    def _item(self, i: int):
         sample = self.index.samples[i]
         image = load_image(sample)
         if self.transform is None:

@@ -36,6 +36,7 @@ from distill.training import (
     check_model,
     finished_metrics,
     fit,
+    is_rank_zero,
     new_run_dir,
     prepare_data,
     train,
@@ -265,7 +266,8 @@ def check_teacher_quality(recipe: Recipe, metrics: dict, run_dir: Path, rows: di
         print(f"WARNING: teacher at chance level (mAP50 {map50:.4f} < {CHANCE_MAP50})")
     gate = recipe.teacher.min_map
     if gate is not None and value < gate:
-        write_report(run_dir, rows, {"recipe": recipe.name, "stopped": "teacher below min_map"})
+        if is_rank_zero():
+            write_report(run_dir, rows, {"recipe": recipe.name, "stopped": "teacher below min_map"})
         raise RecipeError(
             f"teacher.min_map: the teacher's validation mAP {value:.4f} is below {gate}; "
             f"stopping before the student stages (report so far: {run_dir / 'report.md'})"
@@ -308,7 +310,9 @@ def run_distilled(
     write_text_atomic(stage_dir / "recipe.yaml", recipe_to_yaml(recipe))
     module = DistillationModule(recipe_to_dict(recipe), data.class_names, teacher=teacher)
     metrics = fit(derive(recipe, {"name": f"{recipe.name}-distilled"}), module, data, stage_dir)
-    metrics["checkpoint"] = str(export_student(module, recipe, student_path))
+    if is_rank_zero():  # one writer under DDP
+        export_student(module, recipe, student_path)
+    metrics["checkpoint"] = str(student_path)
     return metrics, module.model
 
 
@@ -347,6 +351,9 @@ def run(recipe: Recipe) -> dict[str, Any]:
                                          run_dir / "distilled")
         rows["distilled"] = stage_row(recipe, recipe.model, student, metrics, data.num_classes)
     extra["teacher_checkpoint"] = rows.get("teacher", {}).get("checkpoint")
+    json_path = run_dir / "report.json"
+    if not is_rank_zero():  # under DDP the first process writes the report
+        return {"run_dir": str(run_dir), "stages": rows, "report": str(json_path)}
     json_path, md_path = write_report(run_dir, rows, extra)
     if recipe.logger == "wandb":
         log_report_to_wandb(rows, run_dir, recipe.wandb_project, recipe.name, recipe.wandb_mode,

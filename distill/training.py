@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
@@ -22,6 +24,7 @@ from distill.lightning.freeze_bn import FreezeBatchNorm
 from distill.lightning.image_logging import ValidationImageLogger
 from distill.lightning.progress import EpochSummary
 from distill.lightning.resume import AtomicCheckpointIO, ResumeState
+from distill.lightning.sync_bn import GlobalSyncBatchNorm
 from distill.models import build_model, list_models
 
 
@@ -29,17 +32,42 @@ def new_run_dir(recipe: Recipe) -> Path:
     """A fresh run folder ``output_dir/name`` (``name-2``, ... if taken): nothing is overwritten.
 
     With ``resume: true`` it is ``output_dir/name`` itself, whether it exists or not.
+    Under DDP every process must use the same folder: the processes Lightning starts for
+    ``trainer.devices=N`` read the one the first chose from ``DISTILL_RUN_DIR`` (inherited);
+    processes started together by torchrun or SLURM (``WORLD_SIZE`` / ``SLURM_NTASKS`` > 1)
+    cannot agree on a fresh name and use ``output_dir/name`` itself.
     """
     base = Path(recipe.output_dir) / recipe.name
-    if recipe.resume:
-        base.mkdir(parents=True, exist_ok=True)
-        return base
-    candidate, n = base, 1
-    while candidate.exists() and any(candidate.iterdir()):
-        n += 1
-        candidate = base.with_name(f"{base.name}-{n}")
+    inherited = os.environ.get(RUN_DIR_ENV, "").split("\t")
+    if len(inherited) == 3 and inherited[0] != str(os.getpid()) and inherited[1] == str(base):
+        return Path(inherited[2])  # a DDP process started by the one that chose the folder
+    if recipe.resume or launched_world_size() > 1:
+        candidate = base
+    else:
+        candidate, n = base, 1
+        while candidate.exists() and any(candidate.iterdir()):
+            n += 1
+            candidate = base.with_name(f"{base.name}-{n}")
     candidate.mkdir(parents=True, exist_ok=True)
+    os.environ[RUN_DIR_ENV] = f"{os.getpid()}\t{base}\t{candidate}"
     return candidate
+
+
+# "<pid>\t<output_dir/name>\t<folder chosen>": read by the DDP processes that pid starts
+RUN_DIR_ENV = "DISTILL_RUN_DIR"
+
+
+def launched_world_size() -> int:
+    """How many processes a launcher (torchrun, SLURM's srun) started this run with."""
+    for key in ("WORLD_SIZE", "SLURM_NTASKS"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    return 1
+
+
+def is_rank_zero() -> bool:
+    """True in the process that writes reports and exports (the only one without DDP)."""
+    return rank_zero_only.rank == 0
 
 
 def check_model(model_cfg: Any, key: str = "model") -> None:
@@ -118,6 +146,9 @@ def build_trainer(recipe: Recipe, run_dir: Path, callbacks: list, logger) -> pl.
     cfg = recipe.trainer
     precision = "32-true" if cfg.precision == "32" else cfg.precision
     multi = cfg.num_nodes > 1 or (isinstance(cfg.devices, int) and cfg.devices > 1)
+    plugins: list = [AtomicCheckpointIO()]
+    if multi if cfg.sync_batchnorm is None else cfg.sync_batchnorm:
+        plugins.append(GlobalSyncBatchNorm())  # keeps timm's norm+act layers, runs on CPU too
     return pl.Trainer(
         default_root_dir=run_dir,
         max_epochs=cfg.epochs,
@@ -126,7 +157,6 @@ def build_trainer(recipe: Recipe, run_dir: Path, callbacks: list, logger) -> pl.
         devices=cfg.devices,
         num_nodes=cfg.num_nodes,
         strategy=cfg.strategy,
-        sync_batchnorm=multi if cfg.sync_batchnorm is None else cfg.sync_batchnorm,
         precision=precision,
         gradient_clip_val=cfg.grad_clip or None,
         check_val_every_n_epoch=cfg.val_every,
@@ -137,13 +167,14 @@ def build_trainer(recipe: Recipe, run_dir: Path, callbacks: list, logger) -> pl.
         enable_model_summary=False,
         callbacks=callbacks,
         logger=logger,
-        plugins=[AtomicCheckpointIO()],
+        plugins=plugins,
         use_distributed_sampler=False,  # the data module shards by rank itself (EpochSampler)
     )
 
 
 def fit(
-    recipe: Recipe, module: DetectionModule, data: DetectionDataModule, run_dir: Path
+    recipe: Recipe, module: DetectionModule, data: DetectionDataModule, run_dir: Path,
+    extra_callbacks: list | None = None,
 ) -> dict[str, Any]:
     """Fit ``module`` as the recipe's trainer section says; write checkpoints and metrics.json.
 
@@ -159,7 +190,7 @@ def fit(
         mode="max",
         save_last=True,
     )
-    callbacks: list = [checkpoint, ResumeState(data)]
+    callbacks: list = [checkpoint, ResumeState(data), *(extra_callbacks or [])]
     every = recipe.trainer.checkpoint_every_steps
     if every > 0:  # last.ckpt also every N steps (the callback above writes it at epoch ends)
         callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", save_top_k=0,

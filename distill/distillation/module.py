@@ -137,7 +137,7 @@ class DistillationModule(DetectionModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, targets = batch
         output = self.model(images)
-        det = self.model.loss(output, targets)
+        det = self.model.loss(output, targets, across_ranks=True)
         weight = self.distill_weight()
         logs = {f"train/{name}": value for name, value in det.items() if name != "loss"}
         logs["train/det_loss"] = det["loss"]

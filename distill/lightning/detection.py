@@ -66,7 +66,7 @@ class DetectionModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, targets = batch
-        losses = self.model.loss(self.model(images), targets)
+        losses = self.model.loss(self.model(images), targets, across_ranks=True)
         self.log_dict(
             {f"train/{name}": value for name, value in losses.items()},
             prog_bar=True,

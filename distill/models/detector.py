@@ -74,13 +74,17 @@ class Detector(nn.Module):
     def _shape(self, output: DetectorOutput) -> tuple[int, int]:
         return output.image_shape or (self.image_size, self.image_size)
 
-    def loss(self, output: DetectorOutput, targets: list[dict]) -> dict[str, torch.Tensor]:
-        """Focal + Huber loss against ``targets`` (list of dicts with ``boxes``, ``labels``)."""
+    def loss(
+        self, output: DetectorOutput, targets: list[dict], across_ranks: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """Focal + Huber loss against ``targets`` (list of dicts with ``boxes``, ``labels``);
+        ``across_ranks``: normalised by the positives of all DDP processes (training)."""
         device = output.cls_logits.device
         anchors = self.anchors(self._shape(output), device)
         padded = pad_targets(targets, device)
         return detection_loss(
-            output.cls_logits, output.box_deltas, anchors, padded, self.box_coder, **self.loss_cfg
+            output.cls_logits, output.box_deltas, anchors, padded, self.box_coder,
+            across_ranks=across_ranks, **self.loss_cfg,
         )
 
     @torch.no_grad()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
 
@@ -43,12 +44,14 @@ def detection_loss(
     gamma: float = 1.5,
     delta: float = 0.1,
     box_weight: float = 50.0,
+    across_ranks: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Loss dict ``loss``, ``cls_loss``, ``box_loss`` as in EfficientDet / effdet.
 
     ``N`` = positives in the batch + 1; ``cls_loss`` = focal sum / ``N`` over non-ignored
     anchors, ``box_loss`` = Huber sum / (``4 N``) over positives,
-    ``loss = cls_loss + box_weight * box_loss``.
+    ``loss = cls_loss + box_weight * box_loss``. ``across_ranks`` (training under DDP, a
+    collective call every rank must make): ``N`` counts the positives of all processes.
     """
     coder = coder or BoxCoder()
     matches = assign(anchors, targets.boxes, targets.valid)  # [B, A]
@@ -61,7 +64,15 @@ def detection_loss(
     matched_boxes = torch.gather(targets.boxes, 1, idx.unsqueeze(-1).expand(-1, -1, 4))
     box_targets = coder.encode(matched_boxes, anchors.unsqueeze(0))
     box_targets = torch.where(positive.unsqueeze(-1), box_targets, torch.zeros_like(box_targets))
-    normalizer = positive.sum().to(cls_logits.dtype) + 1.0
+    positives = positive.sum().to(cls_logits.dtype)
+    if across_ranks and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        # N over the global batch, divided by the world size: DDP's gradient average then
+        # equals the gradient of one process holding the whole batch
+        positives = positives.detach().clone()
+        dist.all_reduce(positives)
+        normalizer = (positives + 1.0) / dist.get_world_size()
+    else:
+        normalizer = positives + 1.0
     cls_loss = focal_loss_sum(cls_logits.float(), cls_targets.float(), keep, alpha, gamma)
     cls_loss = cls_loss / normalizer
     box_loss = box_loss_sum(box_deltas.float(), box_targets, positive, delta) / (4.0 * normalizer)

@@ -91,15 +91,17 @@ def test_recipe_model_keys_reach_the_model():
 
 
 def test_sync_batchnorm_is_on_for_several_devices_only(tmp_path):
-    from pytorch_lightning.plugins import TorchSyncBatchNorm
-
     from distill.config import load_recipe
+    from distill.lightning.sync_bn import GlobalSyncBatchNorm
     from distill.training import build_trainer
 
     quickstart = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
     ddp = ["trainer.devices=2", "trainer.accelerator=cpu", "trainer.strategy=ddp"]
     trainer = build_trainer(load_recipe(quickstart, ddp), tmp_path, [], False)
-    assert isinstance(trainer.strategy._layer_sync, TorchSyncBatchNorm)
+    assert isinstance(trainer.strategy._layer_sync, GlobalSyncBatchNorm)
+    off = build_trainer(load_recipe(quickstart, [*ddp, "trainer.sync_batchnorm=false"]),
+                        tmp_path, [], False)
+    assert off.strategy._layer_sync is None
     single_recipe = load_recipe(quickstart, ["trainer.accelerator=cpu"])
     single = build_trainer(single_recipe, tmp_path, [], False)
     assert getattr(single.strategy, "_layer_sync", None) is None

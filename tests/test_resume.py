@@ -19,7 +19,7 @@ from distill.lightning.detection import build_detector
 from distill.lightning.resume import AtomicCheckpointIO
 
 
-def run_args(tmp_path: Path, out: str, *extra: str) -> list[str]:
+def run_args(tmp_path: Path, out: str, *extra: str, every: str = "1") -> list[str]:
     torch.manual_seed(0)
     teacher = tmp_path / "teacher.ckpt"
     if not teacher.is_file():
@@ -32,7 +32,7 @@ def run_args(tmp_path: Path, out: str, *extra: str) -> list[str]:
         "trainer.epochs": "3",
         "trainer.val_every": "1",
         "trainer.deterministic": "true",
-        "trainer.checkpoint_every_steps": "1",
+        "trainer.checkpoint_every_steps": every,
         "model.drop_path_rate": "0.1",  # a training step that draws from the global RNG
     })
     return [sys.executable, "-m", "distill.cli", "run", str(REPO / "recipes" / "quickstart.yaml"),
@@ -50,13 +50,16 @@ def final_state(stage: Path) -> tuple[dict, dict]:
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
-    subprocess.run(run_args(tmp_path, "whole"), env=env(), check=True, capture_output=True)
+@pytest.mark.parametrize("every", ["1", "0"], ids=["mid-epoch", "epoch-end"])
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, every):
+    """every=1: last.ckpt after each step, the kill lands mid-epoch; 0: at epoch ends only."""
+    subprocess.run(run_args(tmp_path, "whole", every=every), env=env(), check=True,
+                   capture_output=True)
     reference, ref_metrics = final_state(tmp_path / "whole" / "tiny" / "distilled")
 
     stage = tmp_path / "killed" / "tiny" / "distilled"
     last = stage / "checkpoints" / "last.ckpt"
-    proc = subprocess.Popen(run_args(tmp_path, "killed"), env=env(),
+    proc = subprocess.Popen(run_args(tmp_path, "killed", every=every), env=env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
@@ -66,8 +69,10 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     assert last.is_file() and not (stage / "metrics.json").exists()
     killed_at = read_checkpoint(last)["global_step"]
     assert 0 < killed_at < 6  # 3 epochs of 2 steps: killed mid-run
+    # every=1: the kill follows the first checkpoint within ~20 ms, long before the second
+    assert killed_at % 2 == (1 if every == "1" else 0)  # mid-epoch or at an epoch end
 
-    done = subprocess.run(run_args(tmp_path, "killed", "resume=true"), env=env(),
+    done = subprocess.run(run_args(tmp_path, "killed", "resume=true", every=every), env=env(),
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming from" in done.stdout
@@ -80,7 +85,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     for key in ("map", "map_50", "best_map", "per_class"):
         assert metrics[key] == ref_metrics[key], key
 
-    again = subprocess.run(run_args(tmp_path, "killed", "resume=true"), env=env(),
+    again = subprocess.run(run_args(tmp_path, "killed", "resume=true", every=every), env=env(),
                            capture_output=True, text=True)
     assert again.returncode == 0 and "is finished" in again.stdout  # finished stages are skipped
 

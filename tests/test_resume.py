@@ -14,6 +14,7 @@ import torch
 from test_distillation_module import REPO, save_detector, tiny_overrides
 
 from distill.checkpoints import read_checkpoint
+from distill.config import recipe_to_dict
 from distill.data.sampling import EpochSampler, sample_seed
 from distill.lightning.detection import build_detector
 from distill.lightning.resume import AtomicCheckpointIO
@@ -142,3 +143,33 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert torch.equal(torch.load(path)["x"], torch.ones(3))  # the previous file, intact
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary left behind
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_each_epoch_draws_the_sampler_order_of_that_epoch(tmp_path, one_thread, workers):
+    import pytorch_lightning as pl
+    from test_distillation_module import tiny_recipe
+
+    from distill.lightning import DetectionModule
+    from distill.lightning.resume import ResumeState
+    from distill.training import prepare_data
+
+    recipe = tiny_recipe(tmp_path, **{"data.num_workers": workers, "data.batch_size": "4"})
+    data = prepare_data(recipe)
+    seen: dict[int, list[int]] = {}
+
+    class Ids(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.setdefault(trainer.current_epoch, []).extend(t["image_id"] for t in batch[1])
+
+    module = DetectionModule(recipe_to_dict(recipe), data.class_names)
+    trainer = pl.Trainer(max_epochs=2, limit_val_batches=0, logger=False, accelerator="cpu",
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[ResumeState(data), Ids()])
+    trainer.fit(module, datamodule=data)
+    ids = [s.image_id for s in data.train_index.samples]
+    for epoch in (0, 1):
+        sampler = EpochSampler(len(ids), seed=recipe.seed)
+        sampler.epoch = epoch
+        assert seen[epoch] == [ids[i] for i, _ in sampler]
+    assert seen[0] != seen[1]

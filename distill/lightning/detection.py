@@ -86,10 +86,13 @@ class DetectionModule(pl.LightningModule):
         result = self.val_map.compute()
         self.val_map.reset()
         self.last_metrics = summarize_map(result, self.class_names)
+        # the metric already gathered every rank's images: the values agree on all ranks, and
+        # sync_dist (a mean of equal values) only tells Lightning so
         self.log_dict(
-            {f"val/{k}": v for k, v in self.last_metrics.items() if k not in ("map", "per_class")}
+            {f"val/{k}": v for k, v in self.last_metrics.items() if k not in ("map", "per_class")},
+            sync_dist=True,
         )
-        self.log("val/map", self.last_metrics["map"], prog_bar=True)
+        self.log("val/map", self.last_metrics["map"], prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self):
         cfg = self.optim_cfg

@@ -191,10 +191,14 @@ def fit(
         save_last=True,
     )
     callbacks: list = [checkpoint, ResumeState(data), *(extra_callbacks or [])]
+    # last.ckpt at every epoch end (the callback above writes it only when it validates) or,
+    # with trainer.checkpoint_every_steps, every N optimizer steps
     every = recipe.trainer.checkpoint_every_steps
-    if every > 0:  # last.ckpt also every N steps (the callback above writes it at epoch ends)
-        callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", save_top_k=0,
-                                         save_last=True, every_n_train_steps=every))
+    callbacks.append(ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", save_top_k=0, save_last=True,
+        every_n_train_steps=every or None, every_n_epochs=None if every else 1,
+        save_on_train_epoch_end=not every,
+    ))
     if not recipe.trainer.progress_bar:
         callbacks.append(EpochSummary())
     if recipe.optim.ema_decay > 0:

@@ -20,7 +20,7 @@ from distill.lightning.detection import build_detector
 from distill.lightning.resume import AtomicCheckpointIO
 
 
-def run_args(tmp_path: Path, out: str, *extra: str, every: str = "1") -> list[str]:
+def run_args(tmp_path: Path, out: str, *extra: str, every: str = "1", val: str = "1") -> list[str]:
     torch.manual_seed(0)
     teacher = tmp_path / "teacher.ckpt"
     if not teacher.is_file():
@@ -31,7 +31,7 @@ def run_args(tmp_path: Path, out: str, *extra: str, every: str = "1") -> list[st
         "teacher.checkpoint": str(teacher),
         "distill.stages": "[distilled]",
         "trainer.epochs": "3",
-        "trainer.val_every": "1",
+        "trainer.val_every": val,
         "trainer.deterministic": "true",
         "trainer.checkpoint_every_steps": every,
         "model.drop_path_rate": "0.1",  # a training step that draws from the global RNG
@@ -53,14 +53,16 @@ def final_state(stage: Path) -> tuple[dict, dict]:
 @pytest.mark.slow
 @pytest.mark.parametrize("every", ["1", "0"], ids=["mid-epoch", "epoch-end"])
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, every):
-    """every=1: last.ckpt after each step, the kill lands mid-epoch; 0: at epoch ends only."""
-    subprocess.run(run_args(tmp_path, "whole", every=every), env=env(), check=True,
+    """every=1: last.ckpt after each step, the kill lands mid-epoch; 0: at epoch ends only,
+    validating every second epoch (the first last.ckpt comes from an epoch without validation)."""
+    opts = {"every": every, "val": "1" if every == "1" else "2"}
+    subprocess.run(run_args(tmp_path, "whole", **opts), env=env(), check=True,
                    capture_output=True)
     reference, ref_metrics = final_state(tmp_path / "whole" / "tiny" / "distilled")
 
     stage = tmp_path / "killed" / "tiny" / "distilled"
     last = stage / "checkpoints" / "last.ckpt"
-    proc = subprocess.Popen(run_args(tmp_path, "killed", every=every), env=env(),
+    proc = subprocess.Popen(run_args(tmp_path, "killed", **opts), env=env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
@@ -73,7 +75,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, every):
     # every=1: the kill follows the first checkpoint within ~20 ms, long before the second
     assert killed_at % 2 == (1 if every == "1" else 0)  # mid-epoch or at an epoch end
 
-    done = subprocess.run(run_args(tmp_path, "killed", "resume=true", every=every), env=env(),
+    done = subprocess.run(run_args(tmp_path, "killed", "resume=true", **opts), env=env(),
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming from" in done.stdout
@@ -86,7 +88,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, every):
     for key in ("map", "map_50", "best_map", "per_class"):
         assert metrics[key] == ref_metrics[key], key
 
-    again = subprocess.run(run_args(tmp_path, "killed", "resume=true", every=every), env=env(),
+    again = subprocess.run(run_args(tmp_path, "killed", "resume=true", **opts), env=env(),
                            capture_output=True, text=True)
     assert again.returncode == 0 and "is finished" in again.stdout  # finished stages are skipped
 

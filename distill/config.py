@@ -278,6 +278,10 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
     origin = f"{source} (+ command line)" if cli else source
     _check_choices(schema, origin)
     recipe = OmegaConf.to_object(schema)
+    for key in ("devices", "num_nodes"):
+        if getattr(recipe.trainer, key) < 1:
+            raise RecipeError(f"{origin}: 'trainer.{key}' is {getattr(recipe.trainer, key)}, "
+                              "expected a positive number")
     if recipe.trainer.checkpoint_every_steps < 0:
         raise RecipeError(f"{origin}: 'trainer.checkpoint_every_steps' is "
                           f"{recipe.trainer.checkpoint_every_steps}, expected 0 (epoch ends "

@@ -175,3 +175,16 @@ def test_each_epoch_draws_the_sampler_order_of_that_epoch(tmp_path, one_thread, 
         sampler.epoch = epoch
         assert seen[epoch] == [ids[i] for i, _ in sampler]
     assert seen[0] != seen[1]
+
+
+def test_bad_distributed_and_checkpoint_values_name_the_key(tmp_path):
+    from distill.config import RecipeError, load_recipe
+
+    quickstart = REPO / "recipes" / "quickstart.yaml"
+    for override, key in (("trainer.devices=0", "trainer.devices"),
+                          ("trainer.num_nodes=-1", "trainer.num_nodes"),
+                          ("trainer.checkpoint_every_steps=-5", "trainer.checkpoint_every_steps")):
+        with pytest.raises(RecipeError, match=f"'{key}' is -?[0-9]+"):
+            load_recipe(quickstart, [override])
+    with pytest.raises(RecipeError, match="resume"):
+        load_recipe(quickstart, ["resume=maybe"])

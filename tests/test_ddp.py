@@ -74,3 +74,31 @@ def test_global_batchnorm_keeps_norm_act_layers_and_reverts():
     torch.testing.assert_close(model(x), expected)  # one process: plain batch norm
     revert_global_batchnorm(model)
     assert type(model[1]) is BatchNormAct2d and type(model[2]) is nn.BatchNorm2d
+
+
+@pytest.mark.slow
+def test_distill_run_on_two_processes_shares_one_folder_and_writes_one_report(tmp_path):
+    from test_distillation_module import save_detector, tiny_overrides
+
+    from distill.lightning.detection import build_detector
+
+    torch.manual_seed(0)
+    teacher = build_detector({"name": "efficientdet_dm2", "image_size": 128}, 6)
+    save_detector(teacher, tmp_path / "teacher.ckpt")
+    (tmp_path / "runs" / "tiny").mkdir(parents=True)
+    (tmp_path / "runs" / "tiny" / "older.txt").write_text("an earlier run")
+    args = [sys.executable, "-m", "distill.cli", "run", str(REPO / "recipes" / "quickstart.yaml"),
+            *tiny_overrides(tmp_path), "logger=none", f"teacher.checkpoint={tmp_path}/teacher.ckpt",
+            "distill.stages=[distilled]", "trainer.devices=2", "trainer.accelerator=cpu",
+            "trainer.strategy=ddp"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("== stage distilled") == 2  # both processes ran the stage ...
+    assert done.stdout.count("report: ") == 1  # ... one wrote the report
+    folders = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert folders == ["tiny", "tiny-2"]  # a fresh folder, the same for both processes
+    run_dir = tmp_path / "runs" / "tiny-2"
+    assert (run_dir / "report.json").is_file()
+    assert (run_dir / "distilled" / "checkpoints" / "student.ckpt").is_file()
+    assert (run_dir / "distilled" / "metrics.json").is_file()

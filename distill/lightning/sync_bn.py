@@ -46,7 +46,9 @@ def _distributed() -> bool:
 
 
 def global_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: Tensor) -> Tensor:
-    """Batch norm of ``x`` ([N, C, H, W]) with statistics over every process's batch."""
+    """Batch norm of ``x`` ([N, C, H, W]) with statistics over every process's batch, computed
+    in float32 (the output takes the input's dtype, as under autocast)."""
+    dtype, x = x.dtype, x.float()
     channels, dims = x.shape[1], [0, 2, 3]
     count = torch.full((1,), x.numel() / channels, dtype=x.dtype, device=x.device)
     stats = all_reduce(torch.cat([x.sum(dims), count]))
@@ -64,7 +66,7 @@ def global_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: Tensor) -> Tensor:
     out = centred * torch.rsqrt(var + bn.eps).view(1, -1, 1, 1)
     if bn.affine:
         out = out * bn.weight.view(1, -1, 1, 1) + bn.bias.view(1, -1, 1, 1)
-    return out
+    return out.to(dtype)
 
 
 class GlobalBatchNorm2d(nn.BatchNorm2d):

@@ -276,13 +276,16 @@ def check_teacher_quality(recipe: Recipe, metrics: dict, run_dir: Path, rows: di
 
 def run_search_stage(recipe: Recipe, run_dir: Path) -> tuple[Recipe, dict[str, Any]]:
     """Search a backbone (``search`` section) into ``run_dir/search`` (or ``search.output``);
-    the returned recipe's student uses the structure found."""
+    the returned recipe's student uses the structure found. ``resume: true`` continues (or,
+    when finished, just reads) the search saved there."""
     from students.nas.search import run_search, search_settings
 
     cfg, out_dir = search_settings(recipe)
     out_dir = out_dir if recipe.search.output else run_dir / "search"
-    print(f"== stage search: {cfg.candidates} candidates into {out_dir}")
-    result = run_search(cfg, out_dir, progress=recipe.trainer.progress_bar)
+    resume = recipe.resume and (out_dir / "population.json").is_file()
+    print(f"== stage search: {cfg.candidates} candidates into {out_dir}"
+          f"{' (resumed)' if resume else ''}")
+    result = run_search(cfg, out_dir, resume=resume, progress=recipe.trainer.progress_bar)
     structure = str(result.files["structure"])
     searched = derive(recipe, {"model": {"options": {"structure": structure}}})
     check_model(searched.model)

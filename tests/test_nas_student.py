@@ -111,7 +111,7 @@ def test_teacher_distils_into_a_searched_student(tmp_path):
     assert record.distill[-1] < record.distill[0]
 
 
-def test_distill_run_searches_then_trains_the_searched_student(tmp_path):
+def test_distill_run_searches_then_trains_the_searched_student(tmp_path, capsys):
     """`distill.stages: [search, ...]`: the later stages train the structure the search found."""
     from test_distillation_module import tiny_overrides
 
@@ -136,4 +136,9 @@ def test_distill_run_searches_then_trains_the_searched_student(tmp_path):
     model = build_model("maenas_dm3", num_classes=6, structure=str(structure_file))
     assert report["stages"]["baseline"]["params"] == sum(p.numel() for p in model.parameters())
     assert "student backbone searched (20 candidates" in (run_dir / "report.md").read_text()
+    blocks = searched["blocks"]
+    capsys.readouterr()
+    assert main(["run", recipe, *overrides, "distill.stages=[search,baseline]", "resume=true"]) == 0
+    assert "(resumed)" in capsys.readouterr().out  # the saved search is read, not redone
+    assert json.loads(structure_file.read_text())["blocks"] == blocks
     assert main(["run", recipe, *overrides, "distill.stages=[teacher,search]"]) == 2

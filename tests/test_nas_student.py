@@ -8,11 +8,9 @@ import random
 from pathlib import Path
 
 import pytest
-import pytorch_lightning as pl
 import torch
+from distill_steps import fit_steps
 from test_distillation_module import build_module, tiny_recipe
-from test_teachers import RecordLoss
-from torch.utils.data import DataLoader
 
 from distill.config import load_recipe
 from distill.info import model_info
@@ -99,13 +97,7 @@ def test_teacher_distils_into_a_searched_student(tmp_path):
     torch.manual_seed(0)
     module = build_module(recipe, data.class_names)
     assert module.strides == [8, 16, 32]
-    steps = 8
-    loader = DataLoader([batch] * steps, batch_size=None, collate_fn=lambda b: b)
-    record = RecordLoss()
-    trainer = pl.Trainer(max_steps=steps, limit_val_batches=0, logger=False, accelerator="cpu",
-                         enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, gradient_clip_val=10.0, callbacks=[record])
-    trainer.fit(module, train_dataloaders=loader)
+    record = fit_steps(module, batch, 8)
     assert all(math.isfinite(v) for v in record.losses + record.distill)
     assert sum(record.losses[-3:]) / 3 < record.losses[0]
     assert record.distill[-1] < record.distill[0]

@@ -3,25 +3,12 @@
 import math
 
 import pytest
-import pytorch_lightning as pl
 import torch
+from distill_steps import fit_steps
 from test_distillation_module import build_module, tiny_recipe
-from torch.utils.data import DataLoader
 
 from distill.config import RecipeError
 from distill.training import prepare_data
-
-
-class Record(pl.Callback):
-    """Per-step total loss and distillation loss."""
-
-    def __init__(self) -> None:
-        self.losses: list[float] = []
-        self.distill: list[float] = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.losses.append(float(outputs["loss"]))
-        self.distill.append(float(trainer.callback_metrics["train/distill_loss"]))
 
 
 def spy_dtypes(module) -> dict[str, list[torch.dtype]]:
@@ -36,16 +23,6 @@ def spy_dtypes(module) -> dict[str, list[torch.dtype]]:
 
     module.distiller.register_forward_hook(on_distill)
     return seen
-
-
-def fit_steps(module, batch, steps: int, precision: str, callbacks: list) -> pl.Trainer:
-    loader = DataLoader([batch] * steps, batch_size=None, collate_fn=lambda b: b)
-    trainer = pl.Trainer(max_steps=steps, limit_val_batches=0, logger=False, accelerator="cpu",
-                         precision=precision, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False,
-                         gradient_clip_val=10.0, callbacks=callbacks)
-    trainer.fit(module, train_dataloaders=loader)
-    return trainer
 
 
 @pytest.mark.parametrize("teacher_precision", ["null", "bf16"])
@@ -66,9 +43,8 @@ def test_bf16_mixed_distillation_has_finite_falling_float32_loss(
     conv = next(m for m in module.teacher.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     seen = spy_dtypes(module)
-    record = Record()
     steps = 6
-    fit_steps(module, batch, steps, "bf16-mixed", [record])
+    record = fit_steps(module, batch, steps, "bf16-mixed")
     assert len(record.losses) == steps
     assert all(math.isfinite(v) for v in record.losses + record.distill)
     assert sum(record.losses[-2:]) / 2 < record.losses[0]

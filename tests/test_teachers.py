@@ -3,10 +3,9 @@
 import math
 
 import pytest
-import pytorch_lightning as pl
 import torch
+from distill_steps import fit_steps
 from test_distillation_module import build_module, tiny_recipe
-from torch.utils.data import DataLoader
 
 from distill.info import model_info
 from distill.models import Detector, build_model, list_models
@@ -125,16 +124,6 @@ def test_teacher_loss_falls_on_a_fixed_batch(name, overrides):
     assert losses[-1] < 0.95 * losses[0]
 
 
-class RecordLoss(pl.Callback):
-    def __init__(self) -> None:
-        self.losses: list[float] = []
-        self.distill: list[float] = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.losses.append(float(outputs["loss"]))
-        self.distill.append(float(trainer.callback_metrics["train/distill_loss"]))
-
-
 @pytest.mark.parametrize("teacher", ["retinanet_tiny", "damo_heavy_neck_tiny"])
 def test_teacher_distils_into_efficientdet_student(tmp_path, teacher):
     """Heterogeneous pairs: 3-level teachers, EfficientDet dm3 student (5 levels of 24 ch)."""
@@ -154,12 +143,7 @@ def test_teacher_distils_into_efficientdet_student(tmp_path, teacher):
     assert module.strides == [8, 16, 32]
     assert module.student_levels == [0, 1, 2] and module.teacher_levels == [0, 1, 2]
     steps = 8
-    loader = DataLoader([batch] * steps, batch_size=None, collate_fn=lambda b: b)
-    record = RecordLoss()
-    trainer = pl.Trainer(max_steps=steps, limit_val_batches=0, logger=False, accelerator="cpu",
-                         enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, gradient_clip_val=10.0, callbacks=[record])
-    trainer.fit(module, train_dataloaders=loader)
+    record = fit_steps(module, batch, steps)
     assert len(record.losses) == steps
     assert all(math.isfinite(v) for v in record.losses + record.distill)
     assert all(v > 0 for v in record.distill)

@@ -12,7 +12,7 @@ from torch import nn
 from .layers import ConvBnAct, check_padding, downsample2x
 
 
-def _pick_indices(reductions: list[int], strides: tuple[int, ...]) -> list[int]:
+def pick_indices(reductions: list[int], strides: tuple[int, ...]) -> list[int]:
     """Index of the last feature with each wanted reduction (stride)."""
     picked = []
     for stride in strides:
@@ -21,6 +21,22 @@ def _pick_indices(reductions: list[int], strides: tuple[int, ...]) -> list[int]:
             raise ValueError(f"backbone has no feature at stride {stride} (has {reductions})")
         picked.append(matches[-1])
     return picked
+
+
+def extra_levels(
+    in_channels: int, num_extra: int, extra_channels: int, conv_bias: bool = True
+) -> tuple[nn.ModuleList, list[int]]:
+    """The convs before effdet's extra levels (P6, P7, ...) and those levels' channels: a 1x1
+    conv + BN where the channels change, else identity; each level then max-pools (stride 2)."""
+    convs, channels = nn.ModuleList(), []
+    for _ in range(num_extra):
+        if in_channels != extra_channels:
+            convs.append(ConvBnAct(in_channels, extra_channels, 1, bias=conv_bias))
+        else:
+            convs.append(nn.Identity())
+        in_channels = extra_channels
+        channels.append(extra_channels)
+    return convs, channels
 
 
 class TimmBackbone(nn.Module):
@@ -53,19 +69,10 @@ class TimmBackbone(nn.Module):
             name, features_only=True, pretrained=pretrained, **timm_kwargs
         )
         info = self.body.feature_info
-        self.indices = _pick_indices(list(info.reduction()), strides)
+        self.indices = pick_indices(list(info.reduction()), strides)
         channels = [info.channels()[i] for i in self.indices]
-        self.extra = nn.ModuleList()
-        in_ch = channels[-1]
-        for _ in range(num_extra):
-            if in_ch != extra_channels:
-                conv = ConvBnAct(in_ch, extra_channels, 1, bias=conv_bias)
-            else:
-                conv = nn.Identity()
-            self.extra.append(conv)
-            in_ch = extra_channels
-            channels.append(extra_channels)
-        self.channels: list[int] = channels
+        self.extra, extra = extra_levels(channels[-1], num_extra, extra_channels, conv_bias)
+        self.channels: list[int] = channels + extra
         self.strides: list[int] = list(strides) + [
             strides[-1] * 2 ** (i + 1) for i in range(num_extra)
         ]

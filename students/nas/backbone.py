@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from distill.models.backbone import extra_levels, pick_indices
 from distill.models.layers import downsample2x
 
 from .space import ConvSpec, Structure, output_strides, shortcut_conv, unit_convs
@@ -59,32 +60,19 @@ class NasBackbone(nn.Module):
         num_extra: int = 2,
         extra_channels: int = 64,
         padding: str = "",
+        conv_bias: bool = True,
     ) -> None:
         super().__init__()
         self.structure = structure
         self.blocks = build_blocks(structure)
-        reductions = output_strides(structure)
-        self.indices = []
-        for stride in strides:
-            matches = [i for i, r in enumerate(reductions) if r == stride]
-            if not matches:
-                raise ValueError(f"structure has no block output at stride {stride} "
-                                 f"(block strides: {reductions})")
-            self.indices.append(matches[-1])
+        self.indices = pick_indices(output_strides(structure), strides)
         if self.indices[-1] != len(structure) - 1:
             # blocks after the last tapped level would be computed for nothing
             self.blocks = self.blocks[: self.indices[-1] + 1]
         channels = [structure[i].out_ch for i in self.indices]
         self.padding = padding
-        self.extra = nn.ModuleList()
-        in_ch = channels[-1]
-        for _ in range(num_extra):
-            if in_ch != extra_channels:
-                self.extra.append(conv_layer(ConvSpec(in_ch, extra_channels, 1, act=False)))
-            else:
-                self.extra.append(nn.Identity())
-            in_ch = extra_channels
-            channels.append(extra_channels)
+        self.extra, extra = extra_levels(channels[-1], num_extra, extra_channels, conv_bias)
+        channels += extra
         self.channels: list[int] = channels
         self.strides: list[int] = list(strides) + [
             strides[-1] * 2 ** (i + 1) for i in range(num_extra)

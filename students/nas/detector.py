@@ -80,6 +80,7 @@ def build_nas_detector(cfg: NasDetConfig, num_classes: int, pretrained: bool = F
         num_extra=2,
         extra_channels=cfg.fpn_channels,
         padding=cfg.padding,
+        conv_bias=cfg.conv_bias,
     )
     return efficientdet_on_backbone(backbone, cfg, num_classes)
 

@@ -152,9 +152,11 @@ def assemble(
     neck: nn.Module,
     neck_channels: list[int],
     num_classes: int,
+    loss_cfg: dict[str, Any] | None = None,
     **head_args: Any,
 ) -> Detector:
-    """A ``Detector`` from backbone and neck: class/box ``ConvHead``s and the shared anchors."""
+    """A ``Detector`` from backbone and neck: class/box ``ConvHead``s and the shared anchors;
+    ``loss_cfg``: keyword overrides of ``detection_loss`` (e.g. the IoU thresholds)."""
     anchors = AnchorGenerator(cfg.strides, cfg.num_scales, cfg.aspect_ratios, cfg.anchor_scale)
     common = dict(in_channels=neck_channels, num_anchors=anchors.num_anchors, **head_args)
     return Detector(
@@ -167,6 +169,7 @@ def assemble(
         image_size=cfg.image_size,
         strides=cfg.strides,
         neck_channels=neck_channels,
+        loss_cfg=loss_cfg,
     )
 
 

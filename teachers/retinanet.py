@@ -23,6 +23,8 @@ from distill.models.detector import Detector
 from .common import TeacherConfig, assemble, timm_backbone
 
 BACKBONE_TOP_LEVEL = 5  # timm backbones end at stride 32; levels above come from extra convs
+# RetinaNet (Lin et al. 2017): anchors are positives at IoU >= 0.5, negatives below 0.4
+RETINANET_IOU = {"pos_iou": 0.5, "neg_iou": 0.4}
 
 
 @dataclass
@@ -105,6 +107,7 @@ def build_retinanet(cfg: RetinaNetConfig, num_classes: int, pretrained: bool = F
         neck,
         neck.out_channels,
         num_classes,
+        loss_cfg=RETINANET_IOU,
         depth=cfg.head_convs,
         norm=cfg.head_norm,
         act="relu",

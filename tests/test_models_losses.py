@@ -101,7 +101,7 @@ def _one_box_target():
 def test_detection_loss_hand_computed():
     cls_logits = torch.zeros(1, 6, 2)
     box_deltas = torch.zeros(1, 6, 4)
-    out = detection_loss(cls_logits, box_deltas, ANCHORS, _one_box_target())
+    out = detection_loss(cls_logits, box_deltas, ANCHORS, _one_box_target(), neg_iou=0.4)
     # matches: [0, 0, ignored, neg, neg, neg]; N = 2 positives + 1
     c = 0.5**1.5 * math.log(2.0)  # focal term at p = 0.5 without alpha
     cls_sum = 2 * (0.25 * c + 0.75 * c) + 3 * (2 * 0.75 * c)
@@ -111,6 +111,9 @@ def test_detection_loss_hand_computed():
     assert out["cls_loss"].item() == pytest.approx(cls_sum / 3, rel=1e-5)
     assert out["box_loss"].item() == pytest.approx(huber / 12, rel=1e-4)
     assert out["loss"].item() == pytest.approx(cls_sum / 3 + 50 * huber / 12, rel=1e-4)
+    # the default (effdet's) has no ignored band: anchor 2 (IoU 0.45) is a negative
+    default = detection_loss(cls_logits, box_deltas, ANCHORS, _one_box_target())
+    assert default["cls_loss"].item() == pytest.approx((cls_sum + 2 * 0.75 * c) / 3, rel=1e-5)
 
 
 def test_perfect_prediction_beats_random():

@@ -68,11 +68,13 @@ def assign(
     matches = torch.where(best_iou < neg_iou, torch.full_like(best_gt, NEGATIVE), matches)
     if force_match:
         best_anchor = iou.argmax(dim=2)  # [B, M]
-        b_idx, m_idx = gt_valid.nonzero(as_tuple=True)
-        flat = b_idx * num_anchors + best_anchor[b_idx, m_idx]
+        offsets = torch.arange(batch, device=anchors.device).unsqueeze(1) * num_anchors
+        box_index = torch.arange(num_gt, device=anchors.device).expand(batch, num_gt)
+        # padding rows carry num_gt ("no forced match"): no data-dependent shapes, no host sync;
         # when boxes share a best anchor the lowest box index wins (deterministic, like effdet)
+        source = torch.where(gt_valid, box_index, num_gt)
         forced = torch.full((batch * num_anchors,), num_gt, dtype=torch.long, device=anchors.device)
-        forced.scatter_reduce_(0, flat, m_idx, reduce="amin")
+        forced.scatter_reduce_(0, (best_anchor + offsets).reshape(-1), source.reshape(-1), "amin")
         forced = forced.view(batch, num_anchors)
         matches = torch.where(forced < num_gt, forced, matches)
     return matches

@@ -5,22 +5,10 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torchvision.ops import sigmoid_focal_loss
 
 from .anchors import BoxCoder
 from .assigner import IGNORED, PaddedTargets, assign
-
-
-def focal_loss_sum(
-    cls_logits: torch.Tensor,
-    cls_targets: torch.Tensor,
-    keep: torch.Tensor,
-    alpha: float = 0.25,
-    gamma: float = 1.5,
-) -> torch.Tensor:
-    """Summed sigmoid focal loss over the anchors where ``keep`` ([B, A] bool) is True."""
-    loss = sigmoid_focal_loss(cls_logits, cls_targets, alpha=alpha, gamma=gamma, reduction="none")
-    return (loss.sum(dim=-1) * keep).sum()
+from .focal_loss import sigmoid_focal_loss_sum
 
 
 def box_loss_sum(
@@ -44,23 +32,25 @@ def detection_loss(
     gamma: float = 1.5,
     delta: float = 0.1,
     box_weight: float = 50.0,
+    pos_iou: float = 0.5,
+    neg_iou: float = 0.5,
     across_ranks: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Loss dict ``loss``, ``cls_loss``, ``box_loss`` as in EfficientDet / effdet.
 
     ``N`` = positives in the batch + 1; ``cls_loss`` = focal sum / ``N`` over non-ignored
     anchors, ``box_loss`` = Huber sum / (``4 N``) over positives,
-    ``loss = cls_loss + box_weight * box_loss``. ``across_ranks`` (training under DDP, a
+    ``loss = cls_loss + box_weight * box_loss``. Anchors match at IoU >= ``pos_iou``, are
+    negatives below ``neg_iou`` and ignored in between: effdet and EfficientDet use 0.5 for both
+    (no ignored band), RetinaNet 0.5 / 0.4. ``across_ranks`` (training under DDP, a
     collective call every rank must make): ``N`` counts the positives of all processes.
     """
     coder = coder or BoxCoder()
-    matches = assign(anchors, targets.boxes, targets.valid)  # [B, A]
+    matches = assign(anchors, targets.boxes, targets.valid, pos_iou, neg_iou)  # [B, A]
     positive = matches >= 0
     keep = matches != IGNORED
     idx = matches.clamp(min=0)
-    num_classes = cls_logits.shape[-1]
-    labels = torch.gather(targets.labels, 1, idx)
-    cls_targets = F.one_hot(labels, num_classes).to(cls_logits.dtype) * positive.unsqueeze(-1)
+    labels = torch.where(positive, torch.gather(targets.labels, 1, idx), -1)
     matched_boxes = torch.gather(targets.boxes, 1, idx.unsqueeze(-1).expand(-1, -1, 4))
     box_targets = coder.encode(matched_boxes, anchors.unsqueeze(0))
     box_targets = torch.where(positive.unsqueeze(-1), box_targets, torch.zeros_like(box_targets))
@@ -73,7 +63,6 @@ def detection_loss(
         normalizer = (positives + 1.0) / dist.get_world_size()
     else:
         normalizer = positives + 1.0
-    cls_loss = focal_loss_sum(cls_logits.float(), cls_targets.float(), keep, alpha, gamma)
-    cls_loss = cls_loss / normalizer
+    cls_loss = sigmoid_focal_loss_sum(cls_logits.float(), labels, keep, alpha, gamma) / normalizer
     box_loss = box_loss_sum(box_deltas.float(), box_targets, positive, delta) / (4.0 * normalizer)
     return {"loss": cls_loss + box_weight * box_loss, "cls_loss": cls_loss, "box_loss": box_loss}

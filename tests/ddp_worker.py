@@ -70,6 +70,10 @@ def main(out: Path, devices: int, batch: int, extra: list[str]) -> None:
         "optim.ema_decay": "0",
         "optim.freeze_bn_at": "null",
         "model.drop_path_rate": "0",
+        # NCHW: oneDNN's NHWC weight gradients round differently at batch 8 and 16 (measured
+        # 2.2e-5 on the stem conv after one step), more than the 1e-5 this test holds DDP to
+        "trainer.channels_last": "false",
+        "teacher.channels_last": "false",
     })
     recipe = load_recipe(REPO / "recipes" / "quickstart.yaml", overrides + extra)
     pl.seed_everything(0)

@@ -84,9 +84,7 @@ class DistillationModule(DetectionModule):
         )
         self.teacher_size = recipe["teacher"]["model"].get("image_size")
         self.teacher_precision = recipe["teacher"].get("precision")
-        self.teacher_channels_last = bool(recipe["teacher"].get("channels_last", False))
-        if self.teacher_channels_last:
-            teacher.to(memory_format=torch.channels_last)
+        teacher.set_channels_last(bool(recipe["teacher"].get("channels_last", True)))
 
     def train(self, mode: bool = True) -> DistillationModule:
         """Switch the student and distiller; the teacher stays in eval mode."""
@@ -108,8 +106,6 @@ class DistillationModule(DetectionModule):
                 images, size=(self.teacher_size, self.teacher_size), mode="bilinear",
                 align_corners=False,
             )
-        if self.teacher_channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
         with self._teacher_autocast(images.device.type):
             features = self.teacher(images).features
         return [features[i].float() for i in self.teacher_levels]

@@ -57,6 +57,7 @@ class DetectionModule(pl.LightningModule):
         self.class_names = list(class_names)
         self.optim_cfg = recipe["optim"]
         self.model = build_detector(recipe["model"], num_classes=len(class_names))
+        self.model.set_channels_last(recipe["trainer"].get("channels_last", True))
         self.val_map = make_map_metric()
         self.last_metrics: dict[str, Any] = {}
 

@@ -16,8 +16,9 @@ def warmup_ema_avg_fn(decay: float):
     def avg_fn(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor):
         if not averaged.is_floating_point():  # counters such as BatchNorm's num_batches_tracked
             return current.clone()
-        n = float(num_averaged)
-        beta = min(decay, (1.0 + n) / (10.0 + n))
+        # on the device, as a tensor: no host-device sync per parameter
+        n = num_averaged.to(averaged.dtype)
+        beta = ((1.0 + n) / (10.0 + n)).clamp(max=decay)
         return averaged.lerp(current, 1.0 - beta)
 
     return avg_fn

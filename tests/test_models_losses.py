@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from torchvision.ops import batched_nms
 
 from distill.models.anchors import BoxCoder
 from distill.models.assigner import IGNORED, NEGATIVE, assign, pad_targets
@@ -151,3 +152,33 @@ def test_postprocess_nms_sort_clip():
     all_kept = postprocess(logits, deltas, anchors, (64, 64), max_detections=100)[0]
     assert len(all_kept["boxes"]) == 4
     torch.testing.assert_close(all_kept["boxes"][3], torch.tensor([30.0, 30, 64, 64]))
+
+
+def _reference_postprocess(logits, deltas, anchors, size, threshold, topk, max_det):
+    """Per image: top-k over all scores, threshold, class-wise NMS (the plain definition)."""
+    results = []
+    for cls, box in zip(logits, deltas):
+        top, idx = cls.reshape(-1).topk(min(topk, cls.numel()))
+        anchor, label = idx // cls.shape[1], idx % cls.shape[1]
+        scores = top.sigmoid()
+        keep = scores > threshold
+        boxes = BoxCoder().decode(box[anchor[keep]], anchors[anchor[keep]]).clamp(0, size)
+        kept = batched_nms(boxes, scores[keep], label[keep], 0.5)[:max_det]
+        results.append((boxes[kept], scores[keep][kept], label[keep][kept]))
+    return results
+
+
+@pytest.mark.parametrize("topk", [40, 5000])  # top-k path (many above threshold), mask path
+def test_postprocess_matches_plain_definition(topk):
+    gen = torch.Generator().manual_seed(0)
+    centers = torch.rand(300, 2, generator=gen) * 100
+    anchors = torch.cat([centers - 8, centers + 8], dim=1)
+    logits = torch.randn(3, 300, 4, generator=gen) * 2 - 3
+    deltas = torch.randn(3, 300, 4, generator=gen) * 0.2
+    ours = postprocess(logits, deltas, anchors, (100, 100), 0.05, 25, topk)
+    ref = _reference_postprocess(logits, deltas, anchors, 100, 0.05, topk, 25)
+    assert sum(len(o["boxes"]) for o in ours) > 30
+    for det, (boxes, scores, labels) in zip(ours, ref, strict=True):
+        torch.testing.assert_close(det["scores"], scores)
+        torch.testing.assert_close(det["boxes"], boxes)
+        assert torch.equal(det["labels"], labels)

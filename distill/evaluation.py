@@ -8,13 +8,39 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torchmetrics.detection import MeanAveragePrecision
 
+# pycocotools' own thresholds in float64 (torchmetrics' defaults are float32, so a recall of
+# exactly 0.35 would fall below its 0.35 threshold and the mAP differ from COCO's)
+COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10).tolist()
+COCO_RECALL_THRESHOLDS = np.linspace(0.0, 1.0, 101).tolist()
+
 
 def make_map_metric() -> MeanAveragePrecision:
-    """COCO-style box mAP (pycocotools backend) with per-class AP."""
-    return MeanAveragePrecision(box_format="xyxy", iou_type="bbox", class_metrics=True)
+    """COCO box mAP (pycocotools backend), equal to pycocotools' ``COCOeval``.
+
+    Per-class AP comes from the one evaluation's precision table (``extended_summary``):
+    torchmetrics' ``class_metrics`` would evaluate everything again per class (twice the time).
+    """
+    return MeanAveragePrecision(
+        box_format="xyxy",
+        iou_type="bbox",
+        iou_thresholds=COCO_IOU_THRESHOLDS,
+        rec_thresholds=COCO_RECALL_THRESHOLDS,
+        extended_summary=True,
+    )
+
+
+def per_class_ap(precision: torch.Tensor) -> list[float]:
+    """AP@[.5:.95] per class from COCOeval's precision table ``[T, R, K, area, max dets]``
+    (all areas, the most detections), -1 for a class without ground truth, as COCO does."""
+    table = precision[:, :, :, 0, -1]
+    valid = table > -1
+    counts = valid.sum(dim=(0, 1))
+    sums = torch.where(valid, table, 0.0).sum(dim=(0, 1))
+    return torch.where(counts > 0, sums / counts.clamp(min=1), -1.0).tolist()
 
 
 def to_original_pixels(
@@ -40,9 +66,9 @@ def summarize_map(result: dict[str, torch.Tensor], class_names: list[str]) -> di
     summary: dict[str, Any] = {k: round(float(result[k]), 6) for k in keys if k in result}
     per_class: dict[str, float | None] = {name: None for name in class_names}
     classes = result.get("classes")
-    values = result.get("map_per_class")
-    if classes is not None and values is not None:
-        for cls, ap in zip(classes.reshape(-1).tolist(), values.reshape(-1).tolist()):
+    precision = result.get("precision")
+    if classes is not None and precision is not None and precision.ndim == 5:
+        for cls, ap in zip(classes.reshape(-1).tolist(), per_class_ap(precision)):
             if 0 <= cls < len(class_names):
                 per_class[class_names[cls]] = round(ap, 6) if ap >= 0 else None
     summary["per_class"] = per_class

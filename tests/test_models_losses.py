@@ -6,6 +6,7 @@ import pytest
 import torch
 from torchvision.ops import batched_nms
 
+from distill.models import postprocess as postprocessing
 from distill.models.anchors import BoxCoder
 from distill.models.assigner import IGNORED, NEGATIVE, assign, pad_targets
 from distill.models.bifpn import WeightedFusion, bifpn_nodes
@@ -168,8 +169,10 @@ def _reference_postprocess(logits, deltas, anchors, size, threshold, topk, max_d
     return results
 
 
+@pytest.mark.parametrize("single_call", [4000, 0])  # one NMS call, one call per (image, class)
 @pytest.mark.parametrize("topk", [40, 5000])  # top-k path (many above threshold), mask path
-def test_postprocess_matches_plain_definition(topk):
+def test_postprocess_matches_plain_definition(topk, single_call, monkeypatch):
+    monkeypatch.setattr(postprocessing, "SINGLE_CALL_NMS", single_call)
     gen = torch.Generator().manual_seed(0)
     centers = torch.rand(300, 2, generator=gen) * 100
     anchors = torch.cat([centers - 8, centers + 8], dim=1)

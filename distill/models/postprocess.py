@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torchvision.ops import batched_nms
+from torchvision.ops import batched_nms, nms
 
 from .anchors import BoxCoder
 
@@ -34,6 +34,30 @@ def _candidates(
     keep = top_logits > threshold if threshold is not None else torch.ones_like(top_idx, dtype=bool)
     top_idx, image = top_idx[keep], image[keep]
     return image, top_idx // num_classes, top_idx % num_classes
+
+
+# up to this many boxes one NMS call with per-group coordinate offsets; above, one call per group
+SINGLE_CALL_NMS = 4000
+
+
+def nms_by_group(
+    boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, iou: float
+) -> torch.Tensor:
+    """Indices kept by NMS within each group (boxes of different groups never suppress each
+    other), in decreasing score order: torchvision's ``batched_nms``, with float64 offsets
+    (B * K groups of image sides would lose float32 precision) and, for many boxes, one
+    sort-and-split instead of one full-length mask per group."""
+    if len(boxes) <= SINGLE_CALL_NMS:
+        return batched_nms(boxes.double(), scores.double(), groups, iou)
+    order = torch.argsort(groups, stable=True)
+    sizes = torch.bincount(groups[order]).tolist()
+    kept = []
+    for members in torch.split(order, [n for n in sizes if n]):
+        if len(members) > 1:
+            members = members[nms(boxes[members], scores[members], iou)]
+        kept.append(members)
+    kept = torch.cat(kept)
+    return kept[torch.argsort(scores[kept], descending=True, stable=True)]
 
 
 def postprocess(
@@ -65,9 +89,7 @@ def postprocess(
     h, w = image_size
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
     boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
-    # float64 boxes: batched_nms may offset each (image, class) group by up to B*K image sides
-    groups = image * num_classes + labels
-    kept = batched_nms(boxes.double(), scores.double(), groups, nms_iou)  # by decreasing score
+    kept = nms_by_group(boxes, scores, image * num_classes + labels, nms_iou)
     kept = kept[torch.sort(image[kept], stable=True).indices]  # by image, then score
     per_image = torch.bincount(image[kept], minlength=batch).tolist()
     results = []

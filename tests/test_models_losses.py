@@ -169,17 +169,18 @@ def _reference_postprocess(logits, deltas, anchors, size, threshold, topk, max_d
     return results
 
 
+@pytest.mark.parametrize("max_det", [25, 90])  # 90: NMS over the best 360 keeps fewer than 90
 @pytest.mark.parametrize("single_call", [4000, 0])  # one NMS call, one call per (image, class)
 @pytest.mark.parametrize("topk", [40, 5000])  # top-k path (many above threshold), mask path
-def test_postprocess_matches_plain_definition(topk, single_call, monkeypatch):
+def test_postprocess_matches_plain_definition(topk, single_call, max_det, monkeypatch):
     monkeypatch.setattr(postprocessing, "SINGLE_CALL_NMS", single_call)
     gen = torch.Generator().manual_seed(0)
-    centers = torch.rand(300, 2, generator=gen) * 100
+    centers = torch.rand(300, 2, generator=gen) * 12  # crowded: NMS suppresses most boxes
     anchors = torch.cat([centers - 8, centers + 8], dim=1)
     logits = torch.randn(3, 300, 4, generator=gen) * 2 - 3
     deltas = torch.randn(3, 300, 4, generator=gen) * 0.2
-    ours = postprocess(logits, deltas, anchors, (100, 100), 0.05, 25, topk)
-    ref = _reference_postprocess(logits, deltas, anchors, 100, 0.05, topk, 25)
+    ours = postprocess(logits, deltas, anchors, (100, 100), 0.05, max_det, topk)
+    ref = _reference_postprocess(logits, deltas, anchors, 100, 0.05, topk, max_det)
     assert sum(len(o["boxes"]) for o in ours) > 30
     for det, (boxes, scores, labels) in zip(ours, ref, strict=True):
         torch.testing.assert_close(det["scores"], scores)

@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill.evaluation import make_map_metric, summarize_map, to_original_pixels, write_json_atomic
+from distill.evaluation import (
+    COCO_IOU_THRESHOLDS,
+    COCO_RECALL_THRESHOLDS,
+    make_map_metric,
+    summarize_map,
+    to_original_pixels,
+    write_json_atomic,
+)
 from distill.lightning.ema import warmup_ema_avg_fn
 from distill.lightning.schedules import warmup_cosine
 
@@ -66,6 +73,34 @@ def test_map_summary_wrong_class_is_zero():
     summary = summarize_map(metric.compute(), ["a", "b"])
     assert summary["map"] == pytest.approx(0.0)
     assert not math.isnan(summary["map_50"])
+
+
+def test_map_equals_pycocotools_and_per_class_equals_a_run_per_class():
+    """One evaluation gives COCO's mAP and the per-class APs of torchmetrics' per-class runs."""
+    from torchmetrics.detection import MeanAveragePrecision
+
+    gen = torch.Generator().manual_seed(0)
+    preds, gts = [], []
+    for _ in range(30):
+        n = int(torch.randint(1, 6, (1,), generator=gen))
+        xy = torch.rand(n, 2, generator=gen) * 80
+        boxes = torch.cat([xy, xy + 10 + torch.rand(n, 2, generator=gen) * 30], dim=1)
+        labels = torch.randint(0, 4, (n,), generator=gen)
+        jitter = torch.randn(n, 4, generator=gen) * 3
+        gts.append({"boxes": boxes, "labels": labels})
+        preds.append({"boxes": boxes + jitter, "scores": torch.rand(n, generator=gen),
+                      "labels": torch.where(torch.rand(n, generator=gen) < 0.8, labels, 3)})
+    ours = make_map_metric()
+    ours.update(preds, gts)
+    summary = summarize_map(ours.compute(), ["a", "b", "c", "d"])
+    per_class = MeanAveragePrecision(box_format="xyxy", class_metrics=True,
+                                     iou_thresholds=COCO_IOU_THRESHOLDS,
+                                     rec_thresholds=COCO_RECALL_THRESHOLDS)
+    per_class.update(preds, gts)
+    ref = per_class.compute()
+    assert 0.2 < summary["map"] == pytest.approx(float(ref["map"]), abs=1e-6)
+    expected = dict(zip("abcd", ref["map_per_class"].tolist()))
+    assert summary["per_class"] == pytest.approx(expected, abs=1e-6)
 
 
 def test_atomic_json_write(tmp_path):

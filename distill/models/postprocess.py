@@ -45,8 +45,8 @@ def nms_by_group(
 ) -> torch.Tensor:
     """Indices kept by NMS within each group (boxes of different groups never suppress each
     other), in decreasing score order: torchvision's ``batched_nms``, with float64 offsets
-    (B * K groups of image sides would lose float32 precision) and, for many boxes, one
-    sort-and-split instead of one full-length mask per group."""
+    (K groups of image sides lose float32 precision) and, for many boxes, one sort-and-split
+    instead of one full-length mask per group."""
     if len(boxes) <= SINGLE_CALL_NMS:
         return batched_nms(boxes.double(), scores.double(), groups, iou)
     order = torch.argsort(groups, stable=True)
@@ -58,6 +58,21 @@ def nms_by_group(
         kept.append(members)
     kept = torch.cat(kept)
     return kept[torch.argsort(scores[kept], descending=True, stable=True)]
+
+
+def _nms_best_first(
+    boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou: float, wanted: int
+) -> torch.Tensor:
+    """Class-wise NMS of one image's candidates (sorted by decreasing score) until ``wanted``
+    survive: greedy NMS decides a box by higher-scored boxes alone, so NMS over the best
+    ``m`` candidates is exact for them; ``m`` starts at ``4 * wanted`` and grows as needed."""
+    count = len(boxes)
+    m = min(count, 4 * wanted)
+    while True:
+        kept = nms_by_group(boxes[:m], scores[:m], labels[:m], iou)
+        if len(kept) >= wanted or m == count:
+            return kept[:wanted]
+        m = min(count, 4 * m)
 
 
 def postprocess(
@@ -75,25 +90,26 @@ def postprocess(
 
     Per image: the ``pre_nms_topk`` best (anchor, class) scores, those above
     ``score_threshold``, class-wise NMS at ``nms_iou``, the ``max_detections`` best. Scores are
-    sorted in decreasing order. One NMS call serves the whole batch (boxes of different images
-    never suppress each other).
+    sorted in decreasing order.
     """
     coder = coder or BoxCoder()
-    batch, _, num_classes = cls_logits.shape
+    batch = cls_logits.shape[0]
     cls_logits = cls_logits.detach()
     image, anchor, labels = _candidates(cls_logits, score_threshold, pre_nms_topk)
     scores = cls_logits[image, anchor, labels].float().sigmoid()
     keep = scores > score_threshold  # exact on the scores (the logit test may round)
-    image, anchor, labels, scores = image[keep], anchor[keep], labels[keep], scores[keep]
+    order = torch.argsort(scores[keep], descending=True, stable=True)
+    order = order[torch.argsort(image[keep][order], stable=True)]  # by image, then score
+    image, anchor, labels, scores = (t[keep][order] for t in (image, anchor, labels, scores))
     boxes = coder.decode(box_deltas.detach()[image, anchor].float(), anchors[anchor])
     h, w = image_size
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
     boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
-    kept = nms_by_group(boxes, scores, image * num_classes + labels, nms_iou)
-    kept = kept[torch.sort(image[kept], stable=True).indices]  # by image, then score
-    per_image = torch.bincount(image[kept], minlength=batch).tolist()
-    results = []
-    for chosen in torch.split(kept, per_image):
-        chosen = chosen[:max_detections]
-        results.append({"boxes": boxes[chosen], "scores": scores[chosen], "labels": labels[chosen]})
+    results, start = [], 0
+    for count in torch.bincount(image, minlength=batch).tolist():
+        block = slice(start, start + count)
+        kept = _nms_best_first(boxes[block], scores[block], labels[block], nms_iou, max_detections)
+        kept = kept + start
+        results.append({"boxes": boxes[kept], "scores": scores[kept], "labels": labels[kept]})
+        start += count
     return results

@@ -85,6 +85,8 @@ class DistillationModule(DetectionModule):
         self.teacher_size = recipe["teacher"]["model"].get("image_size")
         self.teacher_precision = recipe["teacher"].get("precision")
         teacher.set_channels_last(bool(recipe["teacher"].get("channels_last", True)))
+        if recipe["trainer"].get("compile", False):
+            teacher.compile()
 
     def train(self, mode: bool = True) -> DistillationModule:
         """Switch the student and distiller; the teacher stays in eval mode."""
@@ -132,16 +134,20 @@ class DistillationModule(DetectionModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, targets = batch
+        weight = self.distill_weight()
+        # the teacher first: its no-grad activations come and go before the student's (kept for
+        # backward) fill memory and caches. Quick start on 2 CPU cores: the step went from 1.08
+        # to 0.99 x (student step + teacher forward)
+        teacher = self.teacher_features(images) if weight > 0 else None
         output = self.model(images)
         det = self.model.loss(output, targets, across_ranks=True)
-        weight = self.distill_weight()
         logs = {f"train/{name}": value for name, value in det.items() if name != "loss"}
         logs["train/det_loss"] = det["loss"]
         logs["train/distill_weight"] = weight
         loss = det["loss"]
-        if weight > 0:
+        if teacher is not None:
             student = [output.features[i] for i in self.student_levels]
-            per_level = self.distill_losses(student, self.teacher_features(images))
+            per_level = self.distill_losses(student, teacher)
             distill = per_level.pop("total")
             for i, stride in enumerate(self.strides):
                 logs[f"train/distill_s{stride}"] = per_level[f"level{i}"]

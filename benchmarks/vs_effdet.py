@@ -107,7 +107,9 @@ def synthetic_targets(batch: int, size: int, seed: int = 0) -> tuple[list[dict],
     return ours, theirs
 
 
-def train_steps(ref: torch.nn.Module, ours: torch.nn.Module, size: int, batch: int) -> dict:
+def train_steps(
+    ref: torch.nn.Module, ours: torch.nn.Module, size: int, batch: int, compile_: bool = False
+) -> dict:
     """One training step of each contender (same weights, images and boxes)."""
     images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1))
     targets, ref_targets = synthetic_targets(batch, size)
@@ -116,6 +118,9 @@ def train_steps(ref: torch.nn.Module, ours: torch.nn.Module, size: int, batch: i
         "ours": copy.deepcopy(ours).set_channels_last(True).train(),
         "ours_nchw": copy.deepcopy(ours).train(),
     }
+    if compile_:  # trainer.compile: true
+        contenders["ours_compiled"] = copy.deepcopy(ours).set_channels_last(True).train()
+        contenders["ours_compiled"].compile()
     optims = {name: torch.optim.AdamW(m.parameters(), 1e-4) for name, m in contenders.items()}
     ref_optim = torch.optim.AdamW(bench.parameters(), 1e-4)
 
@@ -135,7 +140,9 @@ def train_steps(ref: torch.nn.Module, ours: torch.nn.Module, size: int, batch: i
     return {"effdet": effdet_step, **{name: ours_step(name) for name in contenders}}
 
 
-def inference_fns(ref: torch.nn.Module, ours: torch.nn.Module, images: torch.Tensor) -> dict:
+def inference_fns(
+    ref: torch.nn.Module, ours: torch.nn.Module, images: torch.Tensor, compile_: bool = False
+) -> dict:
     """Raw and post-processed inference of each contender on ``images``."""
     bench = DetBenchPredict(copy.deepcopy(ref)).eval()
     batch, size = images.shape[0], images.shape[-1]
@@ -143,7 +150,7 @@ def inference_fns(ref: torch.nn.Module, ours: torch.nn.Module, images: torch.Ten
     info = {"img_scale": torch.ones(batch), "img_size": torch.tensor([[size, size]] * batch)}
     nhwc = copy.deepcopy(ours).set_channels_last(True).eval()
     nchw = copy.deepcopy(ours).eval()
-    return {
+    fns = {
         "effdet_raw": lambda: bench.model(images),
         "ours_raw": lambda: nhwc(images),
         "ours_nchw_raw": lambda: nchw(images),
@@ -153,6 +160,12 @@ def inference_fns(ref: torch.nn.Module, ours: torch.nn.Module, images: torch.Ten
         "ours_post": lambda: nhwc.predict(nhwc(images), score_threshold=0.0),
         "ours_post05": lambda: nhwc.predict(nhwc(images)),
     }
+    if compile_:
+        compiled = copy.deepcopy(ours).set_channels_last(True).eval()
+        compiled.compile()
+        fns["ours_compiled_raw"] = lambda: compiled(images)
+        fns["ours_compiled_post"] = lambda: compiled.predict(compiled(images), score_threshold=0)
+    return fns
 
 
 def _by_score_then_x1(scores: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
@@ -177,18 +190,19 @@ def detections_agree(fns: dict) -> dict[str, float]:
             "detections_image0": len(ours[0]["boxes"])}
 
 
-def run_preset(preset: str, batch: int, rounds: int) -> dict[str, Any]:
+def run_preset(preset: str, batch: int, rounds: int, compile_: bool = False) -> dict[str, Any]:
     """Every measurement of one preset."""
     ref, ours, size = build_pair(preset)
     result: dict[str, Any] = {"image_size": size, "train_batch": batch}
-    times = interleaved(train_steps(ref, ours, size, batch), rounds)
+    warmup = 3 if compile_ else 1  # compilation, and a recompile for the second call's state
+    times = interleaved(train_steps(ref, ours, size, batch, compile_), rounds, warmup)
     result["train_ms"] = {name: median_ms(t) for name, t in times.items()}
     for infer_batch in (1, 8):
         images = torch.randn(infer_batch, 3, size, size, generator=torch.Generator().manual_seed(2))
         with torch.inference_mode():
-            fns = inference_fns(ref, ours, images)
+            fns = inference_fns(ref, ours, images, compile_)
             agree = detections_agree(fns)
-            times = interleaved(fns, rounds if infer_batch > 1 else 3 * rounds)
+            times = interleaved(fns, rounds if infer_batch > 1 else 3 * rounds, warmup)
         result[f"infer_b{infer_batch}_ms"] = {name: median_ms(t) for name, t in times.items()}
         result[f"infer_b{infer_batch}_agreement"] = agree
     result["ratios"] = ratios(result)
@@ -201,12 +215,18 @@ def ratios(result: dict[str, Any]) -> dict[str, float]:
     train = result["train_ms"]
     out["train"] = round(train["ours"] / train["effdet"], 3)
     out["train_nchw"] = round(train["ours_nchw"] / train["effdet"], 3)
+    if "ours_compiled" in train:
+        out["train_compiled"] = round(train["ours_compiled"] / train["effdet"], 3)
     for b in (1, 8):
         ms = result[f"infer_b{b}_ms"]
         out[f"infer_b{b}_raw"] = round(ms["ours_raw"] / ms["effdet_raw"], 3)
         out[f"infer_b{b}_raw_nchw"] = round(ms["ours_nchw_raw"] / ms["effdet_raw"], 3)
         out[f"infer_b{b}_post"] = round(ms["ours_post"] / ms["effdet_post"], 3)
         out[f"infer_b{b}_post05"] = round(ms["ours_post05"] / ms["effdet_post"], 3)
+        if "ours_compiled_raw" in ms:
+            out[f"infer_b{b}_raw_compiled"] = round(ms["ours_compiled_raw"] / ms["effdet_raw"], 3)
+            out[f"infer_b{b}_post_compiled"] = round(
+                ms["ours_compiled_post"] / ms["effdet_post"], 3)
     return out
 
 
@@ -215,6 +235,8 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
     parser.add_argument("--batch", type=int, default=4, help="training batch size")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per measurement")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time this project with torch.compile (trainer.compile)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/vs_effdet.json"))
     args = parser.parse_args()
@@ -224,11 +246,12 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)  # effdet's torch.jit.script
     results = {}
     for preset in args.presets:
-        results[preset] = run_preset(preset, args.batch, args.rounds)
+        results[preset] = run_preset(preset, args.batch, args.rounds, args.compile)
         print(preset, results[preset], flush=True)
     write_results(Path(args.out), {"command": " ".join(["benchmarks/vs_effdet.py"] + [
         f"--presets {' '.join(args.presets)}", f"--batch {args.batch}",
-        f"--rounds {args.rounds}"]), "presets": results})
+        f"--rounds {args.rounds}"] + (["--compile"] if args.compile else [])),
+        "presets": results})
     print("\n| preset | train | b1 raw | b1 post | b8 raw | b8 post |")
     print("|---|---:|---:|---:|---:|---:|")
     for preset, res in results.items():

@@ -92,6 +92,9 @@ class TrainerConfig:
     # the trained model's weights and inputs in channels_last (NHWC) memory format: faster
     # convolutions (EfficientDet-D0 training step on a 2-core CPU: -27%), same numbers
     channels_last: bool = True
+    # torch.compile the trained model's forward (and the teacher's in distillation): the first
+    # steps pay the compilation (minutes on a small CPU), later ones run fused kernels
+    compile: bool = False
 
 
 @dataclass

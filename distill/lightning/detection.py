@@ -58,6 +58,8 @@ class DetectionModule(pl.LightningModule):
         self.optim_cfg = recipe["optim"]
         self.model = build_detector(recipe["model"], num_classes=len(class_names))
         self.model.set_channels_last(recipe["trainer"].get("channels_last", True))
+        if recipe["trainer"].get("compile", False):
+            self.model.compile()  # in place: checkpoint keys stay those of the plain model
         self.val_map = make_map_metric()
         self.last_metrics: dict[str, Any] = {}
 

@@ -82,7 +82,10 @@ class TrainerConfig:
     precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
     grad_clip: float = 10.0  # gradient norm clipping (0: off)
     val_every: int = 1  # validate every N epochs
-    log_every: int = 1  # send the logged values to the logger every N optimizer steps
+    # send the training values to the logger every N optimizer steps (the others are not logged
+    # at all: Lightning's per-value bookkeeping costs ~0.8 ms on a CPU); the loss in the
+    # progress bar is updated every step
+    log_every: int = 10
     limit_val_batches: float = 1.0  # fraction (<= 1.0) or number of validation batches
     deterministic: bool = False
     progress_bar: bool = True

@@ -26,6 +26,7 @@ def fit_steps(module, batch, steps: int, precision: str = "32-true",
     trainer = pl.Trainer(max_steps=steps, limit_val_batches=0, logger=False, accelerator="cpu",
                          precision=precision, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False,
-                         gradient_clip_val=10.0, callbacks=[record, *(callbacks or [])])
+                         gradient_clip_val=10.0, callbacks=[record, *(callbacks or [])],
+                         log_every_n_steps=1)
     trainer.fit(module, train_dataloaders=loader)
     return record

@@ -75,7 +75,8 @@ def test_training_step_leaves_teacher_bit_identical_and_trains_align(tmp_path):
     align_before = module.distiller.align[0].weight.detach().clone()
     trainer = pl.Trainer(max_steps=2, limit_val_batches=0, logger=False, accelerator="cpu",
                          enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, gradient_clip_val=30.0)
+                         enable_model_summary=False, gradient_clip_val=30.0,
+                         log_every_n_steps=1)
     trainer.fit(module, datamodule=data)
 
     after = module.teacher.state_dict()
@@ -268,3 +269,22 @@ def test_after_stop_at_the_teacher_is_not_run_and_align_grads_are_zero(tmp_path)
     trainer.fit(module, datamodule=data)
     assert len(calls) == 2  # steps 0 and 1 of 4; from step 2 (= 0.5 * 4) the weight is 0
     assert grads[0] > 0 and grads[1] > 0 and grads[2] == 0.0 and grads[3] == 0.0
+
+
+def test_training_values_are_logged_on_the_logging_steps_only(tmp_path):
+    """trainer.log_every=3: the CSV has every value on steps 3 and 6, and nothing else."""
+    recipe = tiny_recipe(tmp_path, **{"trainer.log_every": "3", "trainer.epochs": "3",
+                                      "data.batch_size": "8", "trainer.val_every": "3"})
+    data = prepare_data(recipe)
+    module = build_module(recipe, data.class_names)
+    trainer = pl.Trainer(max_steps=6, limit_val_batches=0, accelerator="cpu",
+                         logger=pl.loggers.CSVLogger(tmp_path / "csv", name="", version=""),
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, log_every_n_steps=3)
+    trainer.fit(module, datamodule=data)
+    rows = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
+    header, rows = rows[0].split(","), [r.split(",") for r in rows[1:]]
+    steps = [int(r[header.index("step")]) for r in rows]
+    assert steps == [2, 5]  # Lightning's 0-based step of the 3rd and 6th optimizer step
+    for key in ("train/loss", "train/det_loss", "train/distill_s8", "train/distill_weight"):
+        assert all(r[header.index(key)] for r in rows), key

@@ -141,23 +141,23 @@ class DistillationModule(DetectionModule):
         teacher = self.teacher_features(images) if weight > 0 else None
         output = self.model(images)
         det = self.model.loss(output, targets, across_ranks=True)
-        logs = {f"train/{name}": value for name, value in det.items() if name != "loss"}
-        logs["train/det_loss"] = det["loss"]
-        logs["train/distill_weight"] = weight
+        logs = {name: value for name, value in det.items() if name != "loss"}
+        logs["det_loss"] = det["loss"]
+        logs["distill_weight"] = weight
         loss = det["loss"]
         if teacher is not None:
             student = [output.features[i] for i in self.student_levels]
             per_level = self.distill_losses(student, teacher)
             distill = per_level.pop("total")
             for i, stride in enumerate(self.strides):
-                logs[f"train/distill_s{stride}"] = per_level[f"level{i}"]
-            logs["train/distill_loss"] = distill
-            logs["train/distill_ratio"] = weight * distill.detach() / det["loss"].detach()
+                logs[f"distill_s{stride}"] = per_level[f"level{i}"]
+            logs["distill_loss"] = distill
+            logs["distill_ratio"] = weight * distill.detach() / det["loss"].detach()
             loss = loss + weight * distill
         else:  # teacher off (stop_at): a zero term keeps the align convs in DDP's gradient sync
             loss = loss + sum(p.sum() for p in self.distiller.parameters()) * 0.0
-        self.log_dict(logs, batch_size=images.shape[0])
-        self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
+        logs["loss"] = loss
+        self.log_train(logs, batch_size=images.shape[0])
         return loss
 
     def student_state_dict(self) -> dict[str, torch.Tensor]:

@@ -67,14 +67,27 @@ class DetectionModule(pl.LightningModule):
         """Raw detector output for a batch of normalised images."""
         return self.model(images)
 
+    def logs_this_step(self) -> bool:
+        """Whether values logged in this training step reach the logger (every
+        ``trainer.log_every`` steps, Lightning's rule): on the other steps they would be dropped
+        after costing Lightning's bookkeeping, so the training steps skip them."""
+        trainer = self._trainer
+        if trainer is None:
+            return True
+        every = trainer.log_every_n_steps
+        return every > 0 and ((self.global_step + 1) % every == 0 or trainer.should_stop)
+
+    def log_train(self, values: dict[str, Any], batch_size: int) -> None:
+        """``train/loss`` in the progress bar every step; every value on the logging steps."""
+        self.log("train/loss", values["loss"], prog_bar=True, batch_size=batch_size)
+        if self.logs_this_step():
+            others = {f"train/{k}": v for k, v in values.items() if k != "loss"}
+            self.log_dict(others, batch_size=batch_size)
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, targets = batch
         losses = self.model.loss(self.model(images), targets, across_ranks=True)
-        self.log_dict(
-            {f"train/{name}": value for name, value in losses.items()},
-            prog_bar=True,
-            batch_size=images.shape[0],
-        )
+        self.log_train(losses, batch_size=images.shape[0])
         return losses["loss"]
 
     def validation_step(self, batch, batch_idx: int) -> None:

@@ -113,11 +113,19 @@ class DetectionModule(pl.LightningModule):
     def configure_optimizers(self):
         cfg = self.optim_cfg
         groups = split_weight_decay(self, cfg["weight_decay"])
+        # fused kernels (one pass over all parameters) where torch has them, CPU and CUDA; the
+        # quick start student's AdamW step went from 7.5 to 2.0 ms on a CPU. Not under mixed
+        # precision: Lightning's AMP plugin refuses gradient clipping with fused optimizers
+        fused = str(self.trainer.precision) in ("32", "32-true") and all(
+            p.device.type in ("cpu", "cuda") for g in groups for p in g["params"]
+        )
         if cfg["name"] == "adamw":
-            optimizer = torch.optim.AdamW(groups, lr=cfg["lr"], betas=(cfg["momentum"], 0.999))
+            optimizer = torch.optim.AdamW(
+                groups, lr=cfg["lr"], betas=(cfg["momentum"], 0.999), fused=fused
+            )
         else:
             optimizer = torch.optim.SGD(
-                groups, lr=cfg["lr"], momentum=cfg["momentum"], nesterov=True
+                groups, lr=cfg["lr"], momentum=cfg["momentum"], nesterov=True, fused=fused
             )
         total = int(self.trainer.estimated_stepping_batches)  # loads the train loader
         batches = self.trainer.num_training_batches  # inf when max_steps stops the run first

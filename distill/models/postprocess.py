@@ -18,7 +18,8 @@ def _candidates(
 
     A trained detector has few scores above the threshold: they are found with one comparison
     over the logits instead of a top-k over all of them (same result: the threshold is
-    monotonic); images with more candidates than ``pre_nms_topk`` take the top-k path.
+    monotonic). When an image of the batch has more than ``pre_nms_topk`` of them, the batch
+    takes the top-k path.
     """
     batch, _, num_classes = cls_logits.shape
     threshold = None

@@ -6,7 +6,6 @@ import pytest
 import torch
 from torchvision.ops import batched_nms
 
-from distill.models import postprocess as postprocessing
 from distill.models.anchors import BoxCoder
 from distill.models.assigner import IGNORED, NEGATIVE, assign, pad_targets
 from distill.models.bifpn import WeightedFusion, bifpn_nodes
@@ -170,10 +169,8 @@ def _reference_postprocess(logits, deltas, anchors, size, threshold, topk, max_d
 
 
 @pytest.mark.parametrize("max_det", [25, 90])  # 90: NMS over the best 360 keeps fewer than 90
-@pytest.mark.parametrize("single_call", [4000, 0])  # one NMS call, one call per (image, class)
 @pytest.mark.parametrize("topk", [40, 5000])  # top-k path (many above threshold), mask path
-def test_postprocess_matches_plain_definition(topk, single_call, max_det, monkeypatch):
-    monkeypatch.setattr(postprocessing, "SINGLE_CALL_NMS", single_call)
+def test_postprocess_matches_plain_definition(topk, max_det):
     gen = torch.Generator().manual_seed(0)
     centers = torch.rand(300, 2, generator=gen) * 12  # crowded: NMS suppresses most boxes
     anchors = torch.cat([centers - 8, centers + 8], dim=1)

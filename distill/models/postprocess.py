@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torchvision.ops import batched_nms, nms
+from torchvision.ops import batched_nms
 
 from .anchors import BoxCoder
 
@@ -37,40 +37,17 @@ def _candidates(
     return image, top_idx // num_classes, top_idx % num_classes
 
 
-# up to this many boxes one NMS call with per-group coordinate offsets; above, one call per group
-SINGLE_CALL_NMS = 4000
-
-
-def nms_by_group(
-    boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, iou: float
-) -> torch.Tensor:
-    """Indices kept by NMS within each group (boxes of different groups never suppress each
-    other), in decreasing score order: torchvision's ``batched_nms``, with float64 offsets
-    (K groups of image sides lose float32 precision) and, for many boxes, one sort-and-split
-    instead of one full-length mask per group."""
-    if len(boxes) <= SINGLE_CALL_NMS:
-        return batched_nms(boxes.double(), scores.double(), groups, iou)
-    order = torch.argsort(groups, stable=True)
-    sizes = torch.bincount(groups[order]).tolist()
-    kept = []
-    for members in torch.split(order, [n for n in sizes if n]):
-        if len(members) > 1:
-            members = members[nms(boxes[members], scores[members], iou)]
-        kept.append(members)
-    kept = torch.cat(kept)
-    return kept[torch.argsort(scores[kept], descending=True, stable=True)]
-
-
 def _nms_best_first(
     boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou: float, wanted: int
 ) -> torch.Tensor:
     """Class-wise NMS of one image's candidates (sorted by decreasing score) until ``wanted``
     survive: greedy NMS decides a box by higher-scored boxes alone, so NMS over the best
-    ``m`` candidates is exact for them; ``m`` starts at ``4 * wanted`` and grows as needed."""
+    ``m`` candidates is exact for them; ``m`` starts at ``4 * wanted`` and grows as needed.
+    float64: ``batched_nms`` offsets each class by up to K image sides, past float32 precision."""
     count = len(boxes)
     m = min(count, 4 * wanted)
     while True:
-        kept = nms_by_group(boxes[:m], scores[:m], labels[:m], iou)
+        kept = batched_nms(boxes[:m].double(), scores[:m].double(), labels[:m], iou)
         if len(kept) >= wanted or m == count:
             return kept[:wanted]
         m = min(count, 4 * m)

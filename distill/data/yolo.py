@@ -1,12 +1,21 @@
-"""YOLO (Ultralytics layout) -> ``DatasetIndex``.
+"""YOLO (Ultralytics layout, as Ultralytics and Roboflow export it) -> ``DatasetIndex``.
 
 ``data.yaml`` holds ``path`` (dataset root; relative to the YAML's folder; default: that folder),
-``train`` / ``val`` (a folder of images, a ``.txt`` list of image paths, or a list of those,
-relative to ``path``) and ``names`` (a list, or a dict ``{0: name, 1: ...}`` with keys 0..K-1;
-the class index is the label). Each image's label file is found as YOLO does: the last
-``/images/`` of the image path becomes ``/labels/`` and the extension ``.txt``. A label line is
-``class cx cy w h`` normalised to 0..1; the image size comes from the image header. A missing or
-empty label file means an image without objects.
+split keys (``train``, ``val``, ``test`` or any other key a recipe names: a folder of images, a
+``.txt`` list of image paths, or a list of those, relative to ``path``), ``names`` (a list, or a
+dict ``{0: name, 1: ...}`` with keys 0..K-1; the class index is the label) and optionally ``nc``
+(must equal the number of names).
+
+Split paths resolve as Ultralytics' ``check_det_dataset`` does: ``path / value``; when that does
+not exist and the value starts with ``../``, ``path / value[3:]``. Roboflow exports rely on this:
+their ``data.yaml`` sits beside ``train/ valid/ test/`` and says ``train: ../train/images``, which
+becomes ``<yaml folder>/train/images``. (Ultralytics applies the fallback to a single string; here
+each entry of a list gets it too.)
+
+Each image's label file is found as YOLO does: the last ``/images/`` of the image path becomes
+``/labels/`` and the extension ``.txt``. A label line is ``class cx cy w h`` normalised to 0..1;
+the image size comes from the image header. A missing or empty label file means an image without
+objects.
 """
 
 from __future__ import annotations
@@ -66,8 +75,13 @@ def load_data_yaml(path: PathLike) -> dict[str, Any]:
     if not isinstance(names, list) or not names:
         raise DatasetError(f"{path}: 'names' = {data['names']!r}; expected a non-empty list or "
                            "dict of class names")
-    if "nc" in data and data["nc"] != len(names):
-        raise DatasetError(f"{path}: nc = {data['nc']} but 'names' has {len(names)} entries")
+    nc = data.get("nc")
+    if nc is not None and (isinstance(nc, bool) or nc != len(names)):
+        raise DatasetError(f"{path}: nc = {nc!r} but 'names' has {len(names)} entries; expected "
+                           f"nc: {len(names)} (or no nc)")
+    if data.get("path") is not None and not isinstance(data["path"], str):
+        raise DatasetError(f"{path}: path = {data['path']!r}; expected the dataset root folder, "
+                           "absolute or relative to the folder of data.yaml")
     base = Path(data.get("path") or ".")
     if not base.is_absolute():
         base = path.parent / base
@@ -81,13 +95,27 @@ def label_path(image_path: PathLike) -> Path:
     return Path(text.rsplit(".", 1)[0] + ".txt")
 
 
+def resolve_split_path(base: PathLike, value: str) -> tuple[Path, list[Path]]:
+    """Where split entry ``value`` points, and every path tried, as Ultralytics resolves it.
+
+    ``(base / value).resolve()`` (``value`` itself when absolute); when that does not exist and
+    ``value`` starts with ``../``, ``(base / value[3:]).resolve()`` (Roboflow's
+    ``train: ../train/images`` beside ``data.yaml``). The first path tried that exists is
+    returned, else the last one.
+    """
+    tried = [(Path(base) / value).resolve()]
+    if not tried[0].exists() and value.startswith("../"):
+        tried.append((Path(base) / value[3:]).resolve())
+    return tried[-1], tried
+
+
 def _image_list(base: Path, entry: Any, yaml_path: Path, key: str) -> list[Path]:
     entries = entry if isinstance(entry, list) else [entry]
     images: list[Path] = []
     for item in entries:
-        if not isinstance(item, str):
+        if not isinstance(item, str) or not item:
             raise DatasetError(f"{yaml_path}: {key} = {entry!r}; expected a path or list of paths")
-        p = Path(item) if Path(item).is_absolute() else base / item
+        p, tried = resolve_split_path(base, item)
         if p.is_dir():
             images += sorted(
                 f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()
@@ -98,9 +126,15 @@ def _image_list(base: Path, entry: Any, yaml_path: Path, key: str) -> list[Path]
                 if line:
                     q = Path(line)
                     images.append(q if q.is_absolute() else (p.parent / q))
+        elif p.exists():
+            raise DatasetError(f"{yaml_path}: {key}: {p} is neither a folder nor a .txt file; "
+                               "expected an image folder or a .txt list of images")
         else:
-            raise DatasetError(f"{yaml_path}: {key}: {p} not found; expected an image folder or a "
-                               ".txt list of images")
+            where = (f"{tried[0]} not found (relative to path {base}), nor {tried[1]} (the "
+                     "leading '../' removed, as Ultralytics and Roboflow exports do)"
+                     if len(tried) > 1 else f"{p} not found")
+            raise DatasetError(f"{yaml_path}: {key}: {item!r}: {where}; expected an image folder "
+                               "or a .txt list of images")
     return images
 
 
@@ -149,7 +183,8 @@ def parse_yolo(
     data = load_data_yaml(yaml_path)
     if split not in data or data[split] in (None, ""):
         keys = [k for k in data if k not in ("names", "nc", "path")]
-        raise DatasetError(f"{yaml_path}: no split key {split!r}; keys are {keys}")
+        raise DatasetError(f"{yaml_path}: no split key {split!r}; keys are {keys}; expected "
+                           "data.train / data.val to name a key of data.yaml holding image paths")
     names = data["names"]
     images = take_first(_image_list(data["path"], data[split], yaml_path, split), max_images)
     if not images:

@@ -126,19 +126,30 @@ class TeacherConfig:
 class WeightConfig:
     """How the distillation weight changes over the run (updated every optimizer step)."""
 
-    schedule: str = "cosine"  # cosine | linear | constant | step
+    # cosine | linear | constant | step | auto (auto: the cosine from start to end, times a
+    # factor that keeps the weighted term at `target` x the detection loss, running averages)
+    schedule: str = "cosine"
     start: float = 1.0
     end: float = 0.1  # cosine / linear end value
     stop_at: Optional[float] = None  # fraction of the run after which the weight is 0
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # step: fractions
     gamma: float = 0.1  # step: factor per milestone passed
+    target: float = 1.0  # auto: weighted term / detection loss at the start of the run
 
 
 @dataclass
 class DistillConfig:
-    """Neck-feature distillation (DAMO-YOLO style) and the stages `distill run` goes through."""
+    """What the student learns from the teacher, and the stages `distill run` goes through.
 
-    loss: str = "cwd"  # cwd (channel-wise, spatial softmax) | mimic (MSE)
+    ``terms`` lists the distillation terms, each a mapping with a ``kind`` (feature | prediction
+    | crosskd) and the keys of that kind (see distill/distillation/terms/); a term without
+    ``strides`` / ``weight`` (or, for feature terms, ``loss`` / ``tau`` / ``level_weights`` /
+    ``always_align``) takes the values of this section. Without ``terms`` the section is one
+    feature term: DAMO-YOLO's neck-feature distillation.
+    """
+
+    terms: Optional[list[dict[str, Any]]] = None
+    loss: str = "cwd"  # feature loss: cwd | mimic | fgd | mgd (distill info --losses)
     tau: float = 1.0  # cwd temperature
     strides: Optional[list[int]] = field(default_factory=lambda: [8, 16, 32])  # null: all shared
     level_weights: Optional[list[float]] = None  # one per distilled stride (default: all 1.0)
@@ -176,8 +187,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "wandb_mode": ("offline", "online", "disabled"),
     "model.fusion": ("fast", "softmax", "sum"),
     "teacher.model.fusion": ("fast", "softmax", "sum"),
-    "distill.loss": ("cwd", "mimic"),
-    "distill.weight.schedule": ("cosine", "linear", "constant", "step"),
+    "distill.weight.schedule": ("cosine", "linear", "constant", "step", "auto"),
     "data.format": ("synthetic", "coco", "voc", "yolo"),
     "data.bad_samples": ("error", "drop"),
     "optim.name": ("sgd", "adamw"),

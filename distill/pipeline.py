@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import math
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from distill.checkpoints import load_state_strict, load_weights_file, read_check
 from distill.config import Recipe, RecipeError, recipe_to_dict, recipe_to_yaml
 from distill.data import DetectionDataModule
 from distill.distillation.module import DistillationModule
+from distill.distillation.terms import resolve_terms
 from distill.evaluation import (
     make_map_metric,
     summarize_map,
@@ -141,19 +141,20 @@ def quick_map(model: nn.Module, data: DetectionDataModule, batches: int) -> dict
     return summarize_map(metric.compute(), data.class_names)
 
 
-def _level_rows(module: DistillationModule, student_size: int, teacher_size: int) -> list[dict]:
-    rows = []
-    for info, stride, s_i, t_i in zip(module.distiller.describe(), module.strides,
-                                      module.student_levels, module.teacher_levels):
-        rows.append({
-            **info,
-            "stride": stride,
-            "student_level": s_i,
-            "teacher_level": t_i,
-            "student_size": math.ceil(student_size / stride),
-            "teacher_size": math.ceil(teacher_size / stride),
-        })
-    return rows
+def print_terms(terms: list[dict]) -> None:
+    """The distillation terms of a recipe as `distill check` shows them."""
+    for term in terms:
+        settings = ", ".join(f"{k}={v}" for k, v in term["settings"].items()
+                             if k != "options" or v)
+        print(f"term {term['name']} ({term['kind']}): {settings}; weight {term['weight']}; "
+              f"{term['params']} trainable params")
+        for row in term.get("levels", []):
+            s = f"{row['student_channels']}ch {row['student_size']}x{row['student_size']}"
+            t = f"{row['teacher_channels']}ch {row['teacher_size']}x{row['teacher_size']}"
+            print(f"  stride {row['stride']:>3} | student {s:>14} | teacher {t:>14} | "
+                  f"{row['align']} ({row['align_params']} params)")
+        for row in term.get("pairs", []):
+            print(f"  {row}")
 
 
 def check(recipe: Recipe, data: DetectionDataModule | None = None, batches: int = 4) -> dict:
@@ -170,7 +171,7 @@ def check(recipe: Recipe, data: DetectionDataModule | None = None, batches: int 
     module = DistillationModule(recipe_to_dict(recipe), data.class_names, teacher=teacher)
     student_size = data.image_size
     teacher_size = recipe.teacher.model.image_size or student_size
-    levels = _level_rows(module, student_size, teacher_size)
+    terms = [term.describe() for term in module.distiller.values()]
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     report: dict[str, Any] = {
         "student": {"model": recipe.model.name, "params": count(module.model),
@@ -178,21 +179,15 @@ def check(recipe: Recipe, data: DetectionDataModule | None = None, batches: int 
         "teacher": {"model": recipe.teacher.model.name, "params": count(teacher),
                     "image_size": teacher_size, "strides": teacher.strides,
                     "checkpoint": str(path) if path else None},
-        "align_params": count(module.distiller),
-        "levels": levels,
-        "loss": recipe.distill.loss,
+        "distiller_params": count(module.distiller),
+        "terms": terms,
     }
     print(f"student  {recipe.model.name:<20} {report['student']['params'] / 1e6:7.2f}M params"
           f"  input {student_size}")
     print(f"teacher  {recipe.teacher.model.name:<20} {report['teacher']['params'] / 1e6:7.2f}M "
           f"params  input {teacher_size}  weights: {path or 'none yet (distill run trains it)'}")
-    print(f"{'stride':>6} | {'student':>14} | {'teacher':>14} | align ({recipe.distill.loss} loss)")
-    for row in levels:
-        s = f"{row['student_channels']}ch {row['student_size']}x{row['student_size']}"
-        t = f"{row['teacher_channels']}ch {row['teacher_size']}x{row['teacher_size']}"
-        print(f"{row['stride']:>6} | {s:>14} | {t:>14} | {row['align']} "
-              f"({row['align_params']} params)")
-    print(f"align modules: {report['align_params']} trainable params in all")
+    print_terms(terms)
+    print(f"distillation terms: {report['distiller_params']} trainable params in all")
     if path is not None:
         report["teacher_check"] = quick_map(teacher, data, batches)
         map50 = report["teacher_check"]["map_50"]
@@ -324,13 +319,14 @@ def run(recipe: Recipe) -> dict[str, Any]:
 
     The pre-flight check runs first (and again once a freshly trained teacher exists).
     """
+    resolve_terms(recipe.distill)  # a mistyped term stops before the data is prepared
     data = prepare_data(recipe)
     check(recipe, data)
     stages = list(recipe.distill.stages)
     run_dir = new_run_dir(recipe)
     print(f"run folder: {run_dir}")
     extra: dict[str, Any] = {"recipe": recipe.name, "run_dir": str(run_dir),
-                             "loss": recipe.distill.loss}
+                             "terms": [t.name or t.kind for t in resolve_terms(recipe.distill)]}
     if "search" in stages:
         recipe, extra["search"] = run_search_stage(recipe, run_dir)
     write_text_atomic(run_dir / "recipe.yaml", recipe_to_yaml(recipe))

@@ -136,14 +136,28 @@ class ConvHead(nn.Module):
         if prior_prob is not None:
             nn.init.constant_(self.predictor.bias, -math.log((1 - prior_prob) / prior_prob))
 
-    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        outs = []
-        for level, x in enumerate(feats):
-            if self.stems:
-                x = self.stems[level](x)
-            x = self.predictor(self.tower(x))
-            outs.append(x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, self.num_outputs))
-        return torch.cat(outs, dim=1)
+    @property
+    def num_layers(self) -> int:
+        """Conv layers of the tower (``run_tower`` runs a range of them; stems come before)."""
+        return len(self.tower) // 3
+
+    def run_tower(self, x: torch.Tensor, level: int, start: int = 0) -> torch.Tensor:
+        """The level's stem (when ``start`` is 0) and tower layers ``start..``."""
+        if self.stems and start == 0:
+            x = self.stems[level](x)
+        return self.tower[3 * start:](x)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """The predictor on one level's tower output: ``[B, H * W * anchors, num_outputs]``."""
+        x = self.predictor(x)
+        return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, self.num_outputs)
+
+    def forward(self, feats: list[torch.Tensor], return_hidden: bool = False):
+        """``[B, sum_l H_l W_l anchors, num_outputs]``; with ``return_hidden`` also the tower
+        outputs per level (CrossKD's taps)."""
+        hidden = [self.run_tower(x, level) for level, x in enumerate(feats)]
+        out = torch.cat([self.project(h) for h in hidden], dim=1)
+        return (out, hidden) if return_hidden else out
 
 
 def assemble(

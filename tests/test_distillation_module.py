@@ -11,6 +11,7 @@ from distill.checkpoints import read_checkpoint
 from distill.cli import main
 from distill.config import RecipeError, load_recipe, recipe_to_dict
 from distill.distillation.module import DistillationModule, paired_levels
+from distill.distillation.terms import TermInputs
 from distill.lightning.detection import build_detector
 from distill.pipeline import check, load_teacher
 from distill.training import evaluate, prepare_data
@@ -60,8 +61,9 @@ def test_teacher_is_frozen_and_kept_out_of_state_dict(tmp_path):
     assert all(not p.requires_grad for p in module.teacher.parameters())
     keys = list(module.state_dict())
     assert not any(k.startswith("teacher") for k in keys)
-    assert "distiller.norm.0.running_var" in keys and "distiller.align.0.weight" in keys
-    assert list(module.distiller.norm.parameters()) == []
+    assert "distiller.feature.levels.norm.0.running_var" in keys
+    assert "distiller.feature.levels.align.0.weight" in keys
+    assert list(module.distiller["feature"].levels.norm.parameters()) == []
     own = {id(p) for p in module.parameters()}
     assert not own & {id(p) for p in module.teacher.parameters()}
     assert module.student_state_dict().keys() == {k for k in keys if k.startswith("model.")}
@@ -72,7 +74,7 @@ def test_training_step_leaves_teacher_bit_identical_and_trains_align(tmp_path):
     data = prepare_data(recipe)
     module = build_module(recipe, data.class_names)
     teacher_before = {k: v.clone() for k, v in module.teacher.state_dict().items()}
-    align_before = module.distiller.align[0].weight.detach().clone()
+    align_before = module.distiller["feature"].levels.align[0].weight.detach().clone()
     trainer = pl.Trainer(max_steps=2, limit_val_batches=0, logger=False, accelerator="cpu",
                          enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, gradient_clip_val=30.0,
@@ -81,28 +83,28 @@ def test_training_step_leaves_teacher_bit_identical_and_trains_align(tmp_path):
 
     after = module.teacher.state_dict()
     assert all(torch.equal(teacher_before[k], after[k]) for k in teacher_before)
-    assert not torch.equal(align_before, module.distiller.align[0].weight)
+    assert not torch.equal(align_before, module.distiller["feature"].levels.align[0].weight)
     optimized = {id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]}
-    assert id(module.distiller.align[0].weight) in optimized
+    assert id(module.distiller["feature"].levels.align[0].weight) in optimized
     assert not optimized & {id(p) for p in module.teacher.parameters()}
     logged = trainer.callback_metrics
-    for key in ("train/det_loss", "train/distill_s8", "train/distill_s32", "train/distill_weight",
-                "train/distill_ratio"):
+    for key in ("train/det_loss", "train/kd_feature_s8", "train/kd_feature_s32",
+                "train/kd_feature_weight", "train/kd_feature_ratio", "train/distill_ratio"):
         assert key in logged, key
     total = 2
-    expected = module.weight_schedule(1, total)  # the weight logged at the last step
-    assert float(logged["train/distill_weight"]) == pytest.approx(expected)
+    expected = module.distiller["feature"].weight.scheduled(1, total)  # logged at the last step
+    assert float(logged["train/kd_feature_weight"]) == pytest.approx(expected)
 
 
 def test_teacher_at_its_own_resolution_is_paired_by_stride(tmp_path):
     recipe = tiny_recipe(tmp_path, **{"teacher.model.image_size": "256"})
     module = build_module(recipe, ["a", "b"])
     images = torch.randn(2, 3, 128, 128)
-    teacher_maps = module.teacher_features(images)
-    assert [m.shape[-1] for m in teacher_maps] == [32, 16, 8]
-    student_maps = [module.model(images).features[i] for i in module.student_levels]
-    losses = module.distiller(student_maps, teacher_maps)
-    assert losses["total"] > 0
+    teacher = module.teacher_output(images)
+    term = module.distiller["feature"]
+    assert [teacher.features[i].shape[-1] for i in term.teacher_levels] == [32, 16, 8]
+    inputs = TermInputs(module.model(images), teacher, [], (128, 128))
+    assert term(inputs)["total"] > 0
 
 
 def test_levels_pair_by_stride_and_unknown_strides_are_named():
@@ -143,10 +145,12 @@ def test_check_reports_levels_and_flags_an_untrained_teacher(tmp_path, capsys):
     path = save_detector(teacher, tmp_path / "teacher.ckpt")
     recipe = tiny_recipe(tmp_path, **{"teacher.checkpoint": str(path)})
     report = check(recipe, batches=1)
-    assert [row["stride"] for row in report["levels"]] == [8, 16, 32]
-    assert [row["student_channels"] for row in report["levels"]] == [24, 24, 24]
-    assert [row["teacher_channels"] for row in report["levels"]] == [32, 32, 32]
-    assert report["align_params"] == 3 * (24 * 32 + 32)
+    (term,) = report["terms"]
+    assert term["name"] == "feature" and term["settings"]["loss"] == "cwd"
+    assert [row["stride"] for row in term["levels"]] == [8, 16, 32]
+    assert [row["student_channels"] for row in term["levels"]] == [24, 24, 24]
+    assert [row["teacher_channels"] for row in term["levels"]] == [32, 32, 32]
+    assert report["distiller_params"] == term["params"] == 3 * (24 * 32 + 32)
     assert report["teacher_at_chance"] is True
     out = capsys.readouterr().out
     assert "WARNING" in out and "16x16" in out
@@ -255,13 +259,13 @@ def test_after_stop_at_the_teacher_is_not_run_and_align_grads_are_zero(tmp_path)
     data = prepare_data(recipe)
     module = build_module(recipe, data.class_names)
     calls = []
-    run_teacher = module.teacher_features
-    module.teacher_features = lambda images: calls.append(1) or run_teacher(images)
+    run_teacher = module.teacher_output
+    module.teacher_output = lambda images: calls.append(1) or run_teacher(images)
     grads = []
 
     class AlignGrad(pl.Callback):
         def on_after_backward(self, trainer, pl_module):
-            grads.append(pl_module.distiller.align[0].weight.grad.abs().sum().item())
+            grads.append(pl_module.distiller["feature"].levels.align[0].weight.grad.abs().sum().item())
 
     trainer = pl.Trainer(max_steps=4, limit_val_batches=0, logger=False, accelerator="cpu",
                          enable_checkpointing=False, enable_progress_bar=False,
@@ -286,5 +290,6 @@ def test_training_values_are_logged_on_the_logging_steps_only(tmp_path):
     header, rows = rows[0].split(","), [r.split(",") for r in rows[1:]]
     steps = [int(r[header.index("step")]) for r in rows]
     assert steps == [2, 5]  # Lightning's 0-based step of the 3rd and 6th optimizer step
-    for key in ("train/loss", "train/det_loss", "train/distill_s8", "train/distill_weight"):
+    for key in ("train/loss", "train/det_loss", "train/kd_feature_s8",
+                "train/kd_feature_weight"):
         assert all(r[header.index(key)] for r in rows), key

@@ -11,9 +11,13 @@ from distill.distillation import (
     FeatureDistiller,
     WeightSchedule,
     cwd_loss,
-    feature_loss,
     mimic_loss,
 )
+
+
+def feature_loss(name: str, tau: float):
+    """The registered per-level loss module ``name`` (tau for cwd), called without boxes."""
+    return FEATURE_LOSSES.get(name)(4, **({"tau": tau} if name == "cwd" else {}))
 
 # N=1, C=2, H=W=2
 S = [[[1.0, 2.0], [3.0, 4.0]], [[0.0, 0.0], [1.0, 1.0]]]
@@ -68,7 +72,7 @@ def test_cwd_batch_normaliser():
 
 @pytest.mark.parametrize("name", ["mimic", "cwd"])
 def test_zero_for_identical_positive_otherwise(name):
-    fn = feature_loss(name, 1.0)
+    fn = FEATURE_LOSSES.get(name)(3)
     x = torch.randn(2, 3, 4, 5, generator=torch.Generator().manual_seed(0))
     assert abs(fn(x, x.clone()).item()) < 1e-6
     assert fn(x, x * 2 + 0.5).item() > 1e-4
@@ -80,11 +84,14 @@ def test_shape_mismatch_raises(fn):
         fn(torch.zeros(1, 2, 2, 2), torch.zeros(1, 2, 4, 4))
 
 
-def test_feature_loss_names():
-    assert set(FEATURE_LOSSES) == {"mimic", "cwd"}
-    assert feature_loss("mimic", 3.0) is mimic_loss
-    with pytest.raises(ValueError, match=r"'kl'.*cwd, mimic"):
-        feature_loss("kl", 1.0)
+def test_feature_loss_registry_names_and_errors():
+    assert {"mimic", "cwd"} <= set(FEATURE_LOSSES.names())
+    with pytest.raises(ValueError, match=r"'kl'.*cwd.*mimic"):
+        FEATURE_LOSSES.get("kl")
+    with pytest.raises(ValueError, match=r"cwd: unknown option\(s\) \['alpha'\]"):
+        FEATURE_LOSSES.get("cwd")(4, alpha=1.0)
+    with pytest.raises(ValueError, match="tau must be > 0"):
+        FEATURE_LOSSES.get("cwd")(4, tau=0.0)
 
 
 def test_norms_are_parameter_free_and_saved():

@@ -1,14 +1,18 @@
-"""Feature distillation parts: losses, per-level align/normalise module, weight schedules."""
+"""Distillation: registries of term kinds and losses, the built-in ones, and their parts."""
 
+from distill.distillation import losses  # noqa: F401  (registers mimic, cwd)
 from distill.distillation.align import FeatureDistiller
-from distill.distillation.losses import FEATURE_LOSSES, cwd_loss, feature_loss, mimic_loss
+from distill.distillation.losses import cwd_loss, mimic_loss
+from distill.distillation.registry import BOX_KD_LOSSES, CLS_KD_LOSSES, FEATURE_LOSSES, TERMS
 from distill.distillation.schedules import WeightSchedule
 
 __all__ = [
+    "BOX_KD_LOSSES",
+    "CLS_KD_LOSSES",
     "FEATURE_LOSSES",
+    "TERMS",
     "FeatureDistiller",
     "WeightSchedule",
     "cwd_loss",
-    "feature_loss",
     "mimic_loss",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distill.distillation.losses import feature_loss
+from distill.distillation.registry import FEATURE_LOSSES
 
 
 class FeatureDistiller(nn.Module):
@@ -15,7 +15,8 @@ class FeatureDistiller(nn.Module):
     from student to teacher channels, or ``nn.Identity`` when the channels are equal and
     ``always_align`` is False), is bilinearly resized to the teacher's spatial size if needed,
     and then the *same* parameter-free ``norm[i]`` (``BatchNorm2d(affine=False)``) normalises
-    both the aligned student map and the detached teacher map before the feature loss.
+    both the aligned student map and the detached teacher map before the feature loss
+    ``losses[i]``, one module per level from ``FEATURE_LOSSES`` (``loss`` with ``options``).
 
     BN statistics: in train mode ``norm[i]`` normalises each input with its own batch statistics
     and updates its running mean/var on both calls (student then teacher), so the running
@@ -30,7 +31,7 @@ class FeatureDistiller(nn.Module):
         student_channels: list[int],
         teacher_channels: list[int],
         loss: str = "cwd",
-        tau: float = 1.0,
+        options: dict | None = None,
         level_weights: list[float] | None = None,
         always_align: bool = True,
     ) -> None:
@@ -59,10 +60,10 @@ class FeatureDistiller(nn.Module):
         self.student_channels = student_channels
         self.teacher_channels = teacher_channels
         self.loss_name = loss
-        self.tau = float(tau)
         self.level_weights = [float(w) for w in level_weights]
         self.always_align = always_align
-        self.loss_fn = feature_loss(loss, self.tau)
+        loss_cls = FEATURE_LOSSES.get(loss)
+        self.losses = nn.ModuleList(loss_cls(t, **(options or {})) for t in teacher_channels)
         self.align = nn.ModuleList(
             nn.Conv2d(s, t, kernel_size=1, bias=True) if (s != t or always_align) else nn.Identity()
             for s, t in zip(student_channels, teacher_channels)
@@ -94,9 +95,13 @@ class FeatureDistiller(nn.Module):
                 )
 
     def forward(
-        self, student_feats: list[Tensor], teacher_feats: list[Tensor]
+        self,
+        student_feats: list[Tensor],
+        teacher_feats: list[Tensor],
+        boxes: list[Tensor] | None = None,
     ) -> dict[str, Tensor]:
-        """Per-level weighted losses ``{"level0": ..., ..., "total": sum}``."""
+        """Per-level weighted losses ``{"level0": ..., ..., "total": sum}``; ``boxes`` (per
+        image ``[n, 4]`` xyxy as fractions of the image) go to losses that use them."""
         self._check(student_feats, self.student_channels, "student")
         self._check(teacher_feats, self.teacher_channels, "teacher")
         out: dict[str, Tensor] = {}
@@ -111,7 +116,7 @@ class FeatureDistiller(nn.Module):
                 x = F.interpolate(x, size=tf.shape[-2:], mode="bilinear", align_corners=False)
             s = self.norm[i](x)
             t = self.norm[i](tf.detach())
-            level = self.level_weights[i] * self.loss_fn(s, t)
+            level = self.level_weights[i] * self.losses[i](s, t, boxes)
             out[f"level{i}"] = level
             total = level if total is None else total + level
         assert total is not None
@@ -135,4 +140,4 @@ class FeatureDistiller(nn.Module):
         return rows
 
     def extra_repr(self) -> str:
-        return f"loss={self.loss_name}, tau={self.tau}, level_weights={self.level_weights}"
+        return f"loss={self.loss_name}, level_weights={self.level_weights}"

@@ -1,12 +1,17 @@
-"""Feature distillation losses: mimic (MSE) and channel-wise distillation (CWD)."""
+"""Feature distillation losses: mimic (MSE) and channel-wise distillation (CWD).
+
+Each feature loss is registered in ``FEATURE_LOSSES`` as a per-level ``nn.Module`` built with
+``(channels, **options)`` and called as ``loss(student, teacher, boxes)``: the aligned and
+normalised student map, the normalised teacher map (both ``[N, C, H, W]``) and, for losses that
+need them, the ground-truth boxes of each image as fractions of the image (``[n_i, 4]`` xyxy).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
-
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+
+from distill.distillation.registry import FEATURE_LOSSES
 
 
 def _check_shapes(student: Tensor, teacher: Tensor, name: str) -> None:
@@ -47,17 +52,38 @@ def cwd_loss(student: Tensor, teacher: Tensor, tau: float = 1.0) -> Tensor:
     return kl * (tau**2) / (n * c)
 
 
-FEATURE_LOSSES: dict[str, Callable[..., Tensor]] = {"mimic": mimic_loss, "cwd": cwd_loss}
+def check_options(name: str, options: dict, valid: tuple[str, ...]) -> None:
+    """Raise ValueError naming an unknown option of loss ``name`` and the valid ones."""
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"{name}: unknown option(s) {unknown}; valid: {list(valid) or 'none'}")
 
 
-def feature_loss(name: str, tau: float) -> Callable[[Tensor, Tensor], Tensor]:
-    """The loss function called ``name`` as a two-argument callable (``tau`` is used by cwd)."""
-    if name not in FEATURE_LOSSES:
-        raise ValueError(
-            f"unknown feature loss '{name}'; valid: {', '.join(sorted(FEATURE_LOSSES))}"
-        )
-    if name == "cwd":
+@FEATURE_LOSSES.register("mimic")
+class MimicLoss(nn.Module):
+    """``mimic_loss`` as a per-level module (no options)."""
+
+    def __init__(self, channels: int, **options) -> None:
+        super().__init__()
+        check_options("mimic", options, ())
+
+    def forward(self, student: Tensor, teacher: Tensor, boxes=None) -> Tensor:
+        return mimic_loss(student, teacher)
+
+
+@FEATURE_LOSSES.register("cwd")
+class CWDLoss(nn.Module):
+    """``cwd_loss`` as a per-level module; option ``tau`` (temperature, default 1.0)."""
+
+    def __init__(self, channels: int, tau: float = 1.0, **options) -> None:
+        super().__init__()
+        check_options("cwd", options, ())
         if not tau > 0:
             raise ValueError(f"cwd: tau must be > 0, got {tau}")
-        return partial(cwd_loss, tau=tau)
-    return FEATURE_LOSSES[name]
+        self.tau = float(tau)
+
+    def forward(self, student: Tensor, teacher: Tensor, boxes=None) -> Tensor:
+        return cwd_loss(student, teacher, self.tau)
+
+    def extra_repr(self) -> str:
+        return f"tau={self.tau}"

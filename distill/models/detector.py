@@ -20,12 +20,15 @@ class DetectorOutput:
     ``features`` are the neck outputs (one per level, the distillation taps); ``cls_logits`` is
     ``[B, A, K]`` and ``box_deltas`` ``[B, A, 4]`` with ``A`` over levels, locations (row-major)
     and anchors of a location. ``image_shape`` is the (h, w) of the input batch.
+    ``cls_hidden`` / ``box_hidden``: the heads' tower outputs per level, when asked for.
     """
 
     features: list[torch.Tensor]
     cls_logits: torch.Tensor
     box_deltas: torch.Tensor
     image_shape: tuple[int, int] | None = None
+    cls_hidden: list[torch.Tensor] | None = None
+    box_hidden: list[torch.Tensor] | None = None
 
 
 class Detector(nn.Module):
@@ -72,17 +75,18 @@ class Detector(nn.Module):
         """Anchors ``[A, 4]`` xyxy for an input of ``image_shape`` (cached)."""
         return self.anchor_generator(image_shape, device)
 
-    def forward(self, images: torch.Tensor) -> DetectorOutput:
-        """Run the network on ``images`` ``[B, 3, H, W]``."""
+    def forward(self, images: torch.Tensor, head_hidden: bool = False) -> DetectorOutput:
+        """Run the network on ``images`` ``[B, 3, H, W]``; ``head_hidden`` also keeps the
+        heads' tower outputs (the inputs of their predictors)."""
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         feats = self.neck(self.backbone(images))
-        return DetectorOutput(
-            features=feats,
-            cls_logits=self.class_head(feats),
-            box_deltas=self.box_head(feats),
-            image_shape=(int(images.shape[-2]), int(images.shape[-1])),
-        )
+        shape = (int(images.shape[-2]), int(images.shape[-1]))
+        if head_hidden:
+            cls_logits, cls_hidden = self.class_head(feats, return_hidden=True)
+            box_deltas, box_hidden = self.box_head(feats, return_hidden=True)
+            return DetectorOutput(feats, cls_logits, box_deltas, shape, cls_hidden, box_hidden)
+        return DetectorOutput(feats, self.class_head(feats), self.box_head(feats), shape)
 
     def _shape(self, output: DetectorOutput) -> tuple[int, int]:
         return output.image_shape or (self.image_size, self.image_size)

@@ -46,12 +46,25 @@ class Head(nn.Module):
         if prior_prob is not None:
             nn.init.constant_(self.predict.conv_pw.bias, -math.log((1 - prior_prob) / prior_prob))
 
-    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        """Return ``[B, sum_l H_l * W_l * anchors, num_outputs]`` (level, row-major, anchor)."""
-        outs = []
-        for level, x in enumerate(feats):
-            for conv, bns in zip(self.conv_rep, self.bn_rep, strict=True):
-                x = self.act(bns[level](conv(x)))
-            x = self.predict(x)
-            outs.append(x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, self.num_outputs))
-        return torch.cat(outs, dim=1)
+    @property
+    def num_layers(self) -> int:
+        """Conv layers before the predictor (``run_tower`` runs a range of them)."""
+        return len(self.conv_rep)
+
+    def run_tower(self, x: torch.Tensor, level: int, start: int = 0) -> torch.Tensor:
+        """Layers ``start..`` of the conv tower on one level's map (before the predictor)."""
+        for conv, bns in list(zip(self.conv_rep, self.bn_rep, strict=True))[start:]:
+            x = self.act(bns[level](conv(x)))
+        return x
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """The predictor on one level's tower output: ``[B, H * W * anchors, num_outputs]``."""
+        x = self.predict(x)
+        return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, self.num_outputs)
+
+    def forward(self, feats: list[torch.Tensor], return_hidden: bool = False):
+        """Return ``[B, sum_l H_l * W_l * anchors, num_outputs]`` (level, row-major, anchor);
+        with ``return_hidden`` also the tower outputs per level (CrossKD's taps)."""
+        hidden = [self.run_tower(x, level) for level, x in enumerate(feats)]
+        out = torch.cat([self.project(h) for h in hidden], dim=1)
+        return (out, hidden) if return_hidden else out

@@ -126,6 +126,7 @@ class ConvHead(nn.Module):
             ConvBnAct(c, width, 1, act=True) for c in (in_channels if width else [])
         )
         width = width or in_channels[0]
+        self.width = width  # channels of the tower and of the predictor's input
         self.tower = conv_tower(width, depth, norm, act)
         self.predictor = nn.Conv2d(width, num_anchors * num_outputs, 3, padding=1)
         for m in [*self.tower.modules(), self.predictor]:

@@ -25,6 +25,7 @@ class Head(nn.Module):
     ) -> None:
         super().__init__()
         self.num_outputs = num_outputs
+        self.width = channels  # channels of the tower and of the predictor's input
         self.conv_rep = nn.ModuleList(
             SeparableConv(channels, channels, 3, bias=conv_bias, norm=False) for _ in range(repeats)
         )

@@ -1,7 +1,11 @@
 """Distillation terms: one file per kind, registered in ``TERMS`` (importing this package
 registers the built-in kinds)."""
 
-from distill.distillation.terms import feature  # noqa: F401  (registers "feature")
+from distill.distillation.terms import (  # noqa: F401  (each registers its kind)
+    crosskd,
+    feature,
+    prediction,
+)
 from distill.distillation.terms.base import (
     BuildContext,
     DistillTerm,

@@ -24,6 +24,7 @@ class FeatureTermConfig(TermConfig):
     """``loss`` from FEATURE_LOSSES (cwd | mimic | fgd | mgd), its ``options`` (e.g. FGD's
     alpha, beta; ``tau`` goes to cwd), one weight per level, 1x1 align convs everywhere."""
 
+    kind: str = "feature"
     loss: str = "cwd"
     tau: float = 1.0
     options: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,160 @@
+"""Benchmark: does distillation pay? One teacher, paired baseline and distilled students, seeds.
+
+    .venv/bin/python benchmarks/distill_evidence.py --dataset bccd [--methods cwd prediction ...]
+        [--seeds 0 1 2] [--method-seeds 0] [--set key=value ...] [--tag NAME]
+
+Per dataset (``embedded`` = recipes/quickstart.yaml, ``bccd``, ``aquarium``): the recipe's
+teacher is trained once (or reused from runs/teachers/), then for each seed the baseline student
+and the distilled students of each method train on the same schedule with the same images, order
+and augmentation (the data order and the student's initialisation follow the seed). The
+recipe's default method and the baseline run ``--seeds``; the other methods ``--method-seeds``.
+
+Resumable: every run lives in ``runs/evidence/<dataset>/<run>`` and is trained with
+``resume=true``, so a killed benchmark continues where it stopped and finished runs are read,
+not trained again. After each run the summary is rewritten to
+``benchmarks/results/evidence_<dataset>.json`` (and its Markdown table printed): mean +- std of
+mAP, the paired gain (distilled - baseline, same seed) with its std, and the share of the
+teacher-baseline gap closed. Not a test: the figures go into docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from distill.config import Recipe, load_recipe
+from distill.data import DetectionDataModule
+from distill.pipeline import derive, run_distilled, run_teacher
+from distill.training import prepare_data, train
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = {"embedded": "quickstart", "bccd": "bccd", "aquarium": "aquarium"}
+
+# method -> distill.terms (the weight of a term without one: the recipe's distill.weight)
+AUTO = {"schedule": "auto", "start": 1.0, "end": 0.1}
+METHODS: dict[str, list[dict]] = {
+    "cwd": [{"kind": "feature", "loss": "cwd"}],
+    "fgd": [{"kind": "feature", "loss": "fgd", "weight": AUTO}],
+    "mgd": [{"kind": "feature", "loss": "mgd", "weight": AUTO}],
+    "prediction": [{"kind": "prediction", "weight": AUTO}],
+    "crosskd": [{"kind": "crosskd", "weight": AUTO}],
+    "prediction+cwd": [{"kind": "prediction", "weight": AUTO},
+                       {"kind": "feature", "loss": "cwd", "weight": AUTO}],
+    "crosskd+cwd": [{"kind": "crosskd", "weight": AUTO},
+                    {"kind": "feature", "loss": "cwd", "weight": AUTO}],
+}
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Mean, sample standard deviation (0 for one value) and the count."""
+    return {"mean": round(statistics.fmean(values), 4),
+            "std": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
+            "n": len(values)}
+
+
+def summarize(teacher_map: float, runs: dict[str, dict[int, float]], default: str) -> dict:
+    """Per method: mAP spread, paired gain over the seeds it shares with the baseline, gap."""
+    base = runs.get("baseline", {})
+    out: dict = {"teacher": teacher_map, "default_method": default, "methods": {}}
+    if base:
+        out["baseline"] = spread(list(base.values()))
+    gap = teacher_map - out["baseline"]["mean"] if base else None
+    for method, maps in runs.items():
+        if method == "baseline" or not maps:
+            continue
+        row: dict = {"map": spread(list(maps.values()))}
+        gains = [maps[s] - base[s] for s in maps if s in base]
+        if gains:
+            row["gain"] = spread(gains)
+            if gap and gap > 0:
+                row["gap_closed"] = round(row["gain"]["mean"] / gap, 3)
+        out["methods"][method] = row
+    return out
+
+
+def table(summary: dict) -> str:
+    """The summary as a Markdown table."""
+    lines = ["| run | seeds | mAP mean +- std | paired gain +- std | gap closed |",
+             "|---|---:|---:|---:|---:|",
+             f"| teacher | 1 | {summary['teacher']:.4f} | | |"]
+    if "baseline" in summary:
+        b = summary["baseline"]
+        lines.append(f"| baseline | {b['n']} | {b['mean']:.4f} +- {b['std']:.4f} | | |")
+    for method, row in summary["methods"].items():
+        m, g = row["map"], row.get("gain")
+        gain = f"{g['mean'] * 100:+.2f} +- {g['std'] * 100:.2f} pts" if g else ""
+        closed = f"{row['gap_closed'] * 100:.0f}%" if "gap_closed" in row else ""
+        star = " (default)" if method == summary["default_method"] else ""
+        lines.append(f"| {method}{star} | {m['n']} | {m['mean']:.4f} +- {m['std']:.4f} | "
+                     f"{gain} | {closed} |")
+    return "\n".join(lines)
+
+
+def base_recipe(dataset: str, overrides: list[str]) -> Recipe:
+    """The dataset's recipe for the benchmark: CSV logs, no progress bar, resumable runs."""
+    return load_recipe(REPO / "recipes" / f"{RECIPES[dataset]}.yaml",
+                       ["logger=csv", "trainer.progress_bar=false", "resume=true",
+                        f"output_dir={REPO / 'runs'}", *overrides])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=sorted(RECIPES), default="embedded")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--default", default=None,
+                        help="the method that gets --seeds (default: the recipe's own terms)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--method-seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--set", nargs="*", default=[], help="key=value overrides for every run")
+    parser.add_argument("--tag", default="", help="result and run folder suffix")
+    args = parser.parse_args()
+
+    label = f"{args.dataset}-{args.tag}" if args.tag else args.dataset
+    recipe = base_recipe(args.dataset, args.set)
+    root = REPO / "runs" / "evidence" / label
+    out = REPO / "benchmarks" / "results" / f"evidence_{label}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    methods = dict(METHODS)
+    default = args.default or "recipe"
+    if default == "recipe":
+        methods["recipe"] = recipe.distill.terms or [{"kind": "feature"}]
+    data: DetectionDataModule = prepare_data(recipe)
+    teacher, teacher_metrics, _ = run_teacher(recipe, data.num_classes, root)
+    runs: dict[str, dict[int, float]] = {"baseline": {}}
+    start = time.perf_counter()
+
+    def record(method: str, seed: int, metrics: dict) -> None:
+        runs.setdefault(method, {})[seed] = float(metrics["map"])
+        summary = summarize(float(teacher_metrics["map"]), runs, default)
+        out.write_text(json.dumps({
+            "dataset": args.dataset, "recipe": RECIPES[args.dataset], "overrides": args.set,
+            "terms": {m: methods[m] for m in runs if m != "baseline"},
+            "summary": summary, "maps": runs, "wall_seconds": round(time.perf_counter() - start),
+            "machine": {"cpu": platform.processor() or platform.machine(),
+                        "threads": torch.get_num_threads(), "torch": torch.__version__},
+        }, indent=2) + "\n")
+        print(table(summary), flush=True)
+
+    plan = [(seed, m) for seed in args.seeds for m in ["baseline", default]]
+    plan += [(seed, m) for seed in args.method_seeds for m in args.methods
+             if (seed, m) not in plan]
+    for seed, method in plan:
+        seeded = derive(recipe, {"seed": seed, "name": f"{label}-{method}-s{seed}"})
+        if method == "baseline":
+            metrics = train(seeded, run_dir=root / f"baseline-s{seed}")
+        else:
+            distilled = derive(seeded, {"distill": {"terms": methods[method]}})
+            metrics, _ = run_distilled(distilled, teacher, data.num_classes,
+                                       root / f"{method}-s{seed}")
+        record(method, seed, metrics)
+    print(f"written: {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""Prediction term: the teacher's class scores and boxes as targets for the student's head.
+
+Anchors are paired level by level: a level of stride s pairs when both models have it at the
+same map size with the same anchors per location (scales, aspect ratios, anchor scale), so
+anchor a of the student is anchor a of the teacher. Otherwise the term stops before training
+and says why (a teacher at another input size, other anchor settings).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from distill.config import RecipeError
+from distill.distillation.registry import BOX_KD_LOSSES, CLS_KD_LOSSES, TERMS
+from distill.distillation.terms.base import (
+    BuildContext,
+    DistillTerm,
+    TermConfig,
+    TermInputs,
+    paired_levels,
+)
+from distill.models.anchors import level_sizes
+
+
+@dataclass
+class PredictionTermConfig(TermConfig):
+    """``cls`` (soft_focal | kl) on the class logits at temperature ``tau`` (``beta``: the
+    soft-focal exponent); ``box`` (giou | l1 | none) on the decoded boxes of the anchors where
+    the teacher's best class score is at least ``box_min_score``, weighted by that score and by
+    ``box_weight``."""
+
+    kind: str = "prediction"
+    cls: str = "soft_focal"
+    box: str = "giou"
+    tau: float = 1.0
+    beta: float = 2.0
+    box_weight: float = 1.0
+    box_min_score: float = 0.05
+
+    INHERITED: ClassVar[tuple[str, ...]] = ()  # strides: every level both models have
+
+
+def _anchor_layout(model: nn.Module) -> tuple:
+    gen = model.anchor_generator
+    return gen.num_scales, tuple(gen.aspect_ratios), float(gen.anchor_scale)
+
+
+def level_slices(model: nn.Module, image_shape: tuple[int, int]) -> list[slice]:
+    """Per level of ``model`` the slice of its anchor axis for inputs of ``image_shape``."""
+    per_location = model.anchor_generator.num_anchors
+    slices, start = [], 0
+    for h, w in level_sizes(image_shape, model.strides):
+        slices.append(slice(start, start + h * w * per_location))
+        start += h * w * per_location
+    return slices
+
+
+def paired_anchors(ctx: BuildContext, strides: list[int] | None, key: str
+                   ) -> tuple[list[int], list[int], list[int]]:
+    """``(strides, student levels, teacher levels)`` whose anchors pair one to one."""
+    strides, s_levels, t_levels = paired_levels(ctx.student, ctx.teacher, strides, key)
+    if _anchor_layout(ctx.student) != _anchor_layout(ctx.teacher):
+        raise RecipeError(
+            f"{key}: the student's anchors (scales, aspect ratios, anchor scale) "
+            f"{_anchor_layout(ctx.student)} differ from the teacher's "
+            f"{_anchor_layout(ctx.teacher)}: predictions cannot be paired; use a feature term")
+    s_sizes = level_sizes((ctx.student_size,) * 2, ctx.student.strides)
+    t_sizes = level_sizes((ctx.teacher_size,) * 2, ctx.teacher.strides)
+    for stride, s_i, t_i in zip(strides, s_levels, t_levels):
+        if s_sizes[s_i] != t_sizes[t_i]:
+            raise RecipeError(
+                f"{key}: at stride {stride} the student's map is {s_sizes[s_i]} (input "
+                f"{ctx.student_size}) but the teacher's is {t_sizes[t_i]} (input "
+                f"{ctx.teacher_size}): predictions pair anchor by anchor only at the same input "
+                "size; set teacher.model.image_size to model.image_size or use a feature term")
+    return strides, s_levels, t_levels
+
+
+def prediction_kd(
+    cfg: PredictionTermConfig,
+    student_cls: Tensor,
+    student_deltas: Tensor,
+    teacher_cls: Tensor,
+    teacher_deltas: Tensor,
+    anchors: Tensor,
+    coder: Any,
+) -> dict[str, Tensor]:
+    """``cls`` and ``box`` distillation of paired anchors (``[B, A, K]``, ``[B, A, 4]``).
+
+    cls: the element losses summed, over the teacher's soft count of objects
+    ``max(1, sum_a max_k p_t)``; box: per anchor loss x (score if score >= box_min_score),
+    summed over ``max(1, sum of those weights)``, times ``box_weight``.
+    """
+    score = torch.sigmoid(teacher_cls.float()).amax(dim=-1)  # [B, A]
+    cls_elem = CLS_KD_LOSSES.get(cfg.cls)(student_cls, teacher_cls, cfg.tau, cfg.beta)
+    out = {"cls": cls_elem.sum() / score.sum().clamp(min=1.0)}
+    if cfg.box != "none":
+        weight = torch.where(score >= cfg.box_min_score, score, torch.zeros_like(score))
+        s_boxes = coder.decode(student_deltas.float(), anchors)
+        t_boxes = coder.decode(teacher_deltas.float(), anchors)
+        per_box = BOX_KD_LOSSES.get(cfg.box)(s_boxes, t_boxes, anchors.expand_as(s_boxes))
+        out["box"] = cfg.box_weight * (per_box * weight).sum() / weight.sum().clamp(min=1.0)
+    out["total"] = sum(out.values())
+    return out
+
+
+def check_prediction_config(cfg: PredictionTermConfig) -> None:
+    """Raise ValueError naming a bad key of a prediction-level term."""
+    CLS_KD_LOSSES.get(cfg.cls)
+    if cfg.box != "none":
+        BOX_KD_LOSSES.get(cfg.box)
+    for key in ("tau",):
+        if not getattr(cfg, key) > 0:
+            raise ValueError(f"{key}: must be > 0, got {getattr(cfg, key)}")
+    for key in ("beta", "box_weight", "box_min_score"):
+        if not getattr(cfg, key) >= 0:
+            raise ValueError(f"{key}: must be >= 0, got {getattr(cfg, key)}")
+
+
+@TERMS.register("prediction")
+class PredictionTerm(DistillTerm):
+    """Class-score and box distillation on the student's own head outputs."""
+
+    Config = PredictionTermConfig
+
+    def __init__(self, cfg: PredictionTermConfig, ctx: BuildContext) -> None:
+        super().__init__(cfg, ctx)
+        check_prediction_config(cfg)
+        self.strides, self.student_levels, self.teacher_levels = paired_anchors(
+            ctx, cfg.strides, f"distill.terms ({self.name}).strides")
+        self.__dict__["models"] = (ctx.student, ctx.teacher)  # not registered: not saved twice
+
+    def paired(self, inputs: TermInputs) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Student and teacher ``cls`` / ``box`` outputs and the ``anchors`` of paired levels."""
+        student, teacher = self.models
+        s_slices = level_slices(student, inputs.student.image_shape)
+        t_slices = level_slices(teacher, inputs.teacher.image_shape)
+
+        def cut(values: Tensor, slices: list[slice], levels: list[int]) -> Tensor:
+            return torch.cat([values[:, slices[i]] for i in levels], dim=1)
+
+        every = student.anchors(inputs.student.image_shape, inputs.student.cls_logits.device)
+        s = {"cls": cut(inputs.student.cls_logits, s_slices, self.student_levels),
+             "box": cut(inputs.student.box_deltas, s_slices, self.student_levels),
+             "anchors": torch.cat([every[s_slices[i]] for i in self.student_levels])}
+        t = {"cls": cut(inputs.teacher.cls_logits, t_slices, self.teacher_levels),
+             "box": cut(inputs.teacher.box_deltas, t_slices, self.teacher_levels)}
+        return s, t
+
+    def forward(self, inputs: TermInputs) -> dict[str, Tensor]:
+        s, t = self.paired(inputs)
+        return prediction_kd(self.cfg, s["cls"], s["box"], t["cls"], t["box"], s["anchors"],
+                             self.models[0].box_coder)
+
+    def describe(self) -> dict[str, Any]:
+        pairs = [f"stride {s}: student level {a} <-> teacher level {b}"
+                 for s, a, b in zip(self.strides, self.student_levels, self.teacher_levels)]
+        return {**super().describe(), "pairs": pairs}

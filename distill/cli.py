@@ -47,10 +47,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_registries() -> int:
+    from distill.distillation import BOX_KD_LOSSES, CLS_KD_LOSSES, FEATURE_LOSSES, TERMS
+    from distill.distillation.terms import resolve_terms  # noqa: F401  (registers the kinds)
+
+    for what, registry in (("term kinds (distill.terms[].kind)", TERMS),
+                           ("feature losses (feature terms' loss)", FEATURE_LOSSES),
+                           ("class-score losses (prediction / crosskd cls)", CLS_KD_LOSSES),
+                           ("box losses (prediction / crosskd box)", BOX_KD_LOSSES)):
+        print(f"{what}: {', '.join(registry.names())}")
+    return 0
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from distill.info import model_info
     from distill.models import list_models
 
+    if args.distill:
+        return _print_registries()
     names = list_models() if args.model in (None, "all") else [args.model]
     if args.model not in (None, "all") and args.model not in names:
         raise RecipeError(f"unknown model '{args.model}'; valid: {', '.join(list_models())}")
@@ -181,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--num-classes", type=int, default=90)
     info.add_argument("--image-size", type=int, default=None)
     info.add_argument("--json", action="store_true", help="print JSON")
+    info.add_argument("--distill", action="store_true",
+                      help="list the registered distillation term kinds and losses")
     info.set_defaults(func=_cmd_info)
 
     data = sub.add_parser("data", help="prepare and validate the recipe's dataset, print a summary")

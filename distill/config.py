@@ -149,7 +149,7 @@ class DistillConfig:
     """
 
     terms: Optional[list[dict[str, Any]]] = None
-    loss: str = "cwd"  # feature loss: cwd | mimic | fgd | mgd (distill info --losses)
+    loss: str = "cwd"  # feature loss: cwd | mimic | fgd | mgd (`distill info --distill`)
     tau: float = 1.0  # cwd temperature
     strides: Optional[list[int]] = field(default_factory=lambda: [8, 16, 32])  # null: all shared
     level_weights: Optional[list[float]] = None  # one per distilled stride (default: all 1.0)

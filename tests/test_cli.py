@@ -79,3 +79,10 @@ def test_bad_dataset_stops_before_training(tmp_path, capsys):
     assert code == 2
     assert "ann.json" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_info_lists_the_distillation_registries(capsys):
+    assert main(["info", "--distill"]) == 0
+    out = capsys.readouterr().out
+    assert "term kinds (distill.terms[].kind): crosskd, feature, prediction" in out
+    assert "feature losses (feature terms' loss): cwd, fgd, mgd, mimic" in out

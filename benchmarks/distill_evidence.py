@@ -106,9 +106,10 @@ def base_recipe(dataset: str, overrides: list[str]) -> Recipe:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=sorted(RECIPES), default="embedded")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--default", default=None,
-                        help="the method that gets --seeds (default: the recipe's own terms)")
+    parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--default", default="recipe",
+                        help="the method that gets --seeds: 'recipe' (the recipe's own terms), "
+                        "a method name, or 'none' (baselines only)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--method-seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--set", nargs="*", default=[], help="key=value overrides for every run")
@@ -121,7 +122,7 @@ def main() -> None:
     out = REPO / "benchmarks" / "results" / f"evidence_{label}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     methods = dict(METHODS)
-    default = args.default or "recipe"
+    default = args.default
     if default == "recipe":
         methods["recipe"] = recipe.distill.terms or [{"kind": "feature"}]
     data: DetectionDataModule = prepare_data(recipe)
@@ -141,7 +142,8 @@ def main() -> None:
         }, indent=2) + "\n")
         print(table(summary), flush=True)
 
-    plan = [(seed, m) for seed in args.seeds for m in ["baseline", default]]
+    firsts = ["baseline"] if default == "none" else ["baseline", default]
+    plan = [(seed, m) for seed in args.seeds for m in firsts]
     plan += [(seed, m) for seed in args.method_seeds for m in args.methods
              if (seed, m) not in plan]
     for seed, method in plan:

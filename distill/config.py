@@ -108,7 +108,7 @@ class TeacherConfig:
     # a `distill train` / `distill run` checkpoint; empty: `distill run` trains the teacher (and
     # reuses that training on later runs of the same teacher recipe)
     checkpoint: Optional[str] = None
-    epochs: Optional[int] = None  # teacher training epochs (default: trainer.epochs)
+    epochs: Optional[int] = None  # teacher training epochs (default: 2 x trainer.epochs)
     lr: Optional[float] = None  # teacher training peak learning rate (default: optim.lr)
     seed: Optional[int] = None  # teacher training seed (default: the recipe's seed); fixing it
     # lets runs with several student seeds share one trained teacher

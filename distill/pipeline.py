@@ -51,15 +51,19 @@ def derive(recipe: Recipe, changes: dict[str, Any]) -> Recipe:
     return OmegaConf.to_object(merged)
 
 
+TEACHER_EPOCHS_FACTOR = 2  # teacher.epochs null: this many times the students' epochs
+
+
 def teacher_recipe(recipe: Recipe) -> Recipe:
-    """The recipe that trains the teacher: the teacher's model on the same data and schedule."""
+    """The recipe that trains the teacher: the teacher's model on the same data, for
+    ``teacher.epochs`` (default: twice the students' epochs, so that the teacher-student gap
+    is worth distilling)."""
     cfg = recipe.teacher
     changes: dict[str, Any] = {
         "name": f"{recipe.name}-teacher",
         "model": OmegaConf.to_container(OmegaConf.structured(cfg.model)),
+        "trainer": {"epochs": cfg.epochs or TEACHER_EPOCHS_FACTOR * recipe.trainer.epochs},
     }
-    if cfg.epochs:
-        changes["trainer"] = {"epochs": cfg.epochs}
     if cfg.lr:
         changes["optim"] = {"lr": cfg.lr}
     if cfg.seed is not None:

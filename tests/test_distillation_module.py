@@ -221,13 +221,16 @@ def test_frozen_bn_phase_keeps_running_stats_while_weights_train(tmp_path):
 
 
 def test_teacher_cache_is_keyed_by_what_shapes_the_teacher(tmp_path):
-    from distill.pipeline import teacher_cache_dir
+    from distill.pipeline import teacher_cache_dir, teacher_recipe
 
     base = teacher_cache_dir(tiny_recipe(tmp_path))
     assert base == teacher_cache_dir(tiny_recipe(tmp_path, **{"distill.loss": "mimic",
                                                               "model.name": "efficientdet_dm2"}))
     assert base != teacher_cache_dir(tiny_recipe(tmp_path, seed="1"))
     assert base != teacher_cache_dir(tiny_recipe(tmp_path, **{"teacher.epochs": "3"}))
+    # the teacher trains twice the students' epochs unless teacher.epochs says otherwise
+    assert base == teacher_cache_dir(tiny_recipe(tmp_path, **{"teacher.epochs": "2"}))
+    assert teacher_recipe(tiny_recipe(tmp_path, **{"trainer.epochs": "5"})).trainer.epochs == 10
     fixed = {"teacher.seed": "0"}
     assert teacher_cache_dir(tiny_recipe(tmp_path, seed="1", **fixed)) == teacher_cache_dir(
         tiny_recipe(tmp_path, seed="2", **fixed))

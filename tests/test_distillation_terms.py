@@ -1,5 +1,6 @@
 """Every term kind trained from a recipe: values fall, the teacher stays, gradients stay home."""
 
+import pytest
 import pytorch_lightning as pl
 import torch
 from distill_steps import fit_steps
@@ -45,3 +46,26 @@ def test_all_term_kinds_train_together_and_leave_the_teacher_alone(tmp_path):
     assert "distiller.crosskd.cls_align.weight" in keys
     assert "distiller.mgd.weight.term_avg" in keys  # the auto balance is saved and resumed
     assert not any(k.startswith("teacher") for k in keys)
+
+
+def test_check_lists_every_term_and_stops_on_unpairable_predictions(tmp_path, capsys):
+    from distill.config import RecipeError
+    from distill.pipeline import check, run
+
+    recipe = tiny_recipe(tmp_path, **{"distill.terms": TERMS})
+    report = check(recipe, batches=1)
+    assert [t["name"] for t in report["terms"]] == ["prediction", "crosskd", "feature", "mgd"]
+    out = capsys.readouterr().out
+    assert "term crosskd (crosskd):" in out and "teacher_layers=1" in out
+    assert "term mgd (feature):" in out and "weight auto, target=0.5" in out
+    crosskd = report["terms"][1]["params"]
+    assert crosskd == 2 * (24 * 32 + 32)  # two 1x1 align convs, dm3 heads (24) -> dm2 heads (32)
+    other_size = tiny_recipe(tmp_path, **{"distill.terms": "[{kind: prediction}]",
+                                          "teacher.model.image_size": "256"})
+    with pytest.raises(RecipeError, match=r"stride 8 .*same input size"):
+        check(other_size, batches=1)
+    typo = tiny_recipe(tmp_path, **{"distill.terms": "[{kind: prediction, bx: giou}]",
+                                    "data.root": str(tmp_path / "fresh")})
+    with pytest.raises(RecipeError, match=r"distill.terms\[0\]: unknown key\(s\) \['bx'\]"):
+        run(typo)
+    assert not (tmp_path / "fresh").exists()  # stopped before the data was generated

@@ -6,7 +6,7 @@ For each recipe, on one real batch of its training data (repeated, so data loadi
 the picture), through Lightning as `distill train` runs it:
 
 - student step: ``DetectionModule`` (the baseline student) forward, loss, backward, optimizer;
-- teacher forward: ``DistillationModule.teacher_features`` alone (no grad, as in the step);
+- teacher forward: ``DistillationModule.teacher_output`` alone (no grad, as in the step);
 - distillation step: ``DistillationModule`` (student step + teacher forward + align convs,
   parameter-free BatchNorms, CWD/mimic loss, weight schedule, logging).
 
@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 
 from distill.config import load_recipe, recipe_to_dict
 from distill.distillation.module import DistillationModule
+from distill.distillation.terms import resolve_terms
 from distill.lightning.detection import DetectionModule, build_detector
 from distill.training import prepare_data
 
@@ -82,12 +83,12 @@ def timed_fit(
 
 
 def timed_teacher(module: DistillationModule, images: torch.Tensor, steps: int) -> list[float]:
-    """Seconds per ``teacher_features`` call (after one warm-up)."""
-    module.teacher_features(images)
+    """Seconds per ``teacher_output`` call (after one warm-up)."""
+    module.teacher_output(images)
     seconds = []
     for _ in range(steps):
         start = time.perf_counter()
-        module.teacher_features(images)
+        module.teacher_output(images)
         seconds.append(time.perf_counter() - start)
     return seconds
 
@@ -109,7 +110,7 @@ def run_recipe(name: str, steps: int, rounds: int, overrides: list[str]) -> dict
         times["student_step"] += timed_fit(student, batch, steps, recipe)
         times["distill_step"] += timed_fit(distilled, batch, steps, recipe)
         times["teacher_forward"] += timed_teacher(distilled, batch[0], steps)
-        paired = TeacherBeforeStep(distilled.teacher_features)
+        paired = TeacherBeforeStep(distilled.teacher_output)
         times["paired_student_step"] += timed_fit(student, batch, steps, recipe, paired)
         times["paired_teacher_forward"] += paired.seconds[1:]
     ms = {key: median_ms(value) for key, value in times.items()}
@@ -118,7 +119,7 @@ def run_recipe(name: str, steps: int, rounds: int, overrides: list[str]) -> dict
     return {
         "student": recipe.model.name, "teacher": recipe.teacher.model.name,
         "image_size": int(batch[0].shape[-1]), "batch": int(batch[0].shape[0]),
-        "loss": recipe.distill.loss, "ms": ms,
+        "terms": [t.name or t.kind for t in resolve_terms(recipe.distill)], "ms": ms,
         "ratio": round(ms["distill_step"] / (ms["student_step"] + ms["teacher_forward"]), 3),
         "ratio_paired": round(ms["distill_step"] / median_ms(paired_sum), 3),
     }

@@ -9,7 +9,8 @@ and the distilled students of each method train on the same schedule with the sa
 and augmentation (the data order and the student's initialisation follow the seed). The
 recipe's default method and the baseline run ``--seeds``; the other methods ``--method-seeds``.
 
-Resumable: every run lives in ``runs/evidence/<dataset>/<run>`` and is trained with
+Resumable: every run lives in ``<runs>/evidence/<dataset>/<run>`` (``--runs``, default
+``runs/``; the teacher in ``<runs>/teachers/``) and is trained with
 ``resume=true``, so a killed benchmark continues where it stopped and finished runs are read,
 not trained again. After each run the summary is rewritten to
 ``benchmarks/results/evidence_<dataset>.json`` (and its Markdown table printed): mean +- std of
@@ -96,11 +97,11 @@ def table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def base_recipe(dataset: str, overrides: list[str]) -> Recipe:
+def base_recipe(dataset: str, overrides: list[str], runs: Path) -> Recipe:
     """The dataset's recipe for the benchmark: CSV logs, no progress bar, resumable runs."""
     return load_recipe(REPO / "recipes" / f"{RECIPES[dataset]}.yaml",
                        ["logger=csv", "trainer.progress_bar=false", "resume=true",
-                        f"output_dir={REPO / 'runs'}", *overrides])
+                        f"output_dir={runs}", *overrides])
 
 
 def main() -> None:
@@ -114,11 +115,13 @@ def main() -> None:
     parser.add_argument("--method-seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--set", nargs="*", default=[], help="key=value overrides for every run")
     parser.add_argument("--tag", default="", help="result and run folder suffix")
+    parser.add_argument("--runs", type=Path, default=REPO / "runs",
+                        help="where teachers and runs live (keep it across sessions to resume)")
     args = parser.parse_args()
 
     label = f"{args.dataset}-{args.tag}" if args.tag else args.dataset
-    recipe = base_recipe(args.dataset, args.set)
-    root = REPO / "runs" / "evidence" / label
+    recipe = base_recipe(args.dataset, args.set, args.runs)
+    root = args.runs / "evidence" / label
     out = REPO / "benchmarks" / "results" / f"evidence_{label}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     methods = dict(METHODS)

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from distill.config import Recipe, load_recipe
 from distill.data import DetectionDataModule
@@ -107,7 +108,10 @@ def base_recipe(dataset: str, overrides: list[str], runs: Path) -> Recipe:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=sorted(RECIPES), default="embedded")
-    parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--define", nargs="*", default=[], metavar="NAME=TERMS",
+                        help="extra methods, e.g. 'p3=[{kind: prediction, weight: {target: 3}}]'")
+    parser.add_argument("--methods", nargs="*", default=None,
+                        help=f"methods to run (default: all of {', '.join(METHODS)})")
     parser.add_argument("--default", default="recipe",
                         help="the method that gets --seeds: 'recipe' (the recipe's own terms), "
                         "a method name, or 'none' (baselines only)")
@@ -125,6 +129,13 @@ def main() -> None:
     out = REPO / "benchmarks" / "results" / f"evidence_{label}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     methods = dict(METHODS)
+    for item in args.define:
+        name, _, terms = item.partition("=")
+        methods[name] = yaml.safe_load(terms)
+    args.methods = list(METHODS) if args.methods is None else args.methods
+    unknown = [m for m in args.methods if m not in methods]
+    if unknown:
+        parser.error(f"unknown method(s) {unknown}; known: {', '.join(methods)}")
     default = args.default
     if default == "recipe":
         methods["recipe"] = recipe.distill.terms or [{"kind": "feature"}]

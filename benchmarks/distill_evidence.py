@@ -142,6 +142,11 @@ def main() -> None:
     data: DetectionDataModule = prepare_data(recipe)
     teacher, teacher_metrics, _ = run_teacher(recipe, data.num_classes, root)
     runs: dict[str, dict[int, float]] = {"baseline": {}}
+    if out.is_file():  # earlier invocations with this label: keep their finished runs
+        earlier = json.loads(out.read_text())
+        for method, maps in earlier["maps"].items():
+            runs[method] = {int(seed): value for seed, value in maps.items()}
+        methods = {**earlier.get("terms", {}), **methods}
     start = time.perf_counter()
 
     def record(method: str, seed: int, metrics: dict) -> None:

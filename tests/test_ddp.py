@@ -38,7 +38,7 @@ def test_two_processes_of_b_match_one_process_of_2b(tmp_path):
     # after three steps the DDP-wrapped align convs (and everything else) agree on both ranks
     for key, value in rank0["final"].items():
         assert torch.equal(value, rank1["final"][key]), key
-    assert any(k.startswith("distiller.align") for k in rank0["final"])
+    assert any(k.startswith("distiller.feature.levels.align") for k in rank0["final"])
 
     # one step of 2 x 8 images (SyncBatchNorm, positives counted over ranks) == 1 x 16 images
     assert rank0["step1"].keys() == single["step1"].keys()

@@ -96,7 +96,7 @@ def test_teacher_distils_into_a_searched_student(tmp_path):
     batch = next(iter(data.train_dataloader()))
     torch.manual_seed(0)
     module = build_module(recipe, data.class_names)
-    assert module.strides == [8, 16, 32]
+    assert module.distiller["feature"].strides == [8, 16, 32]
     record = fit_steps(module, batch, 8)
     assert all(math.isfinite(v) for v in record.losses + record.distill)
     assert sum(record.losses[-3:]) / 3 < record.losses[0]

@@ -8,6 +8,7 @@ from distill_steps import fit_steps
 from test_distillation_module import build_module, tiny_recipe
 
 from distill.config import RecipeError
+from distill.distillation.terms import TermInputs
 from distill.training import prepare_data
 
 
@@ -21,7 +22,7 @@ def spy_dtypes(module) -> dict[str, list[torch.dtype]]:
         seen["distill_input"].append(inputs[0][0].dtype)
         seen["distill"].append(out["total"].dtype)
 
-    module.distiller.register_forward_hook(on_distill)
+    module.distiller["feature"].levels.register_forward_hook(on_distill)
     return seen
 
 
@@ -62,17 +63,18 @@ def test_teacher_in_bf16_under_a_float32_student(tmp_path, one_thread):
     module = build_module(recipe, ["a", "b"])
     seen = spy_dtypes(module)
     images = torch.randn(2, 3, 128, 128)
-    features = module.teacher_features(images)
+    teacher = module.teacher_output(images)
     assert seen["teacher"] == [torch.bfloat16]
-    assert all(f.dtype == torch.float32 for f in features)
-    student = [module.model(images).features[i] for i in module.student_levels]
-    assert student[0].dtype == torch.float32
-    losses = module.distill_losses(student, features)
+    assert all(f.dtype == torch.float32 for f in teacher.features)
+    assert teacher.cls_logits.dtype == teacher.box_deltas.dtype == torch.float32
+    student = module.model(images)
+    assert student.features[0].dtype == torch.float32
+    losses = module.distiller["feature"](TermInputs(student, teacher, [], (128, 128)))
     assert losses["total"].dtype == torch.float32 and torch.isfinite(losses["total"])
     full = build_module(tiny_recipe(tmp_path, **{"teacher.precision": "32"}), ["a", "b"])
     full.teacher.load_state_dict(module.teacher.state_dict())
-    exact = full.teacher_features(images)
-    for low, high in zip(features, exact):  # bf16 is close to float32, not equal
+    exact = full.teacher_output(images).features
+    for low, high in zip(teacher.features, exact):  # bf16 is close to float32, not equal
         assert not torch.equal(low, high)
         assert torch.allclose(low, high, atol=0.1 * float(high.abs().max()))
 

@@ -140,8 +140,9 @@ def test_teacher_distils_into_efficientdet_student(tmp_path, teacher):
     torch.manual_seed(0)
     module = build_module(recipe, data.class_names)
     assert module.teacher.neck_channels == TEACHERS[teacher][1] and len(module.model.strides) == 5
-    assert module.strides == [8, 16, 32]
-    assert module.student_levels == [0, 1, 2] and module.teacher_levels == [0, 1, 2]
+    term = module.distiller["feature"]
+    assert term.strides == [8, 16, 32]
+    assert term.student_levels == [0, 1, 2] and term.teacher_levels == [0, 1, 2]
     steps = 8
     record = fit_steps(module, batch, steps)
     assert len(record.losses) == steps

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
 import torch
+import torch.distributed as dist
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
@@ -83,6 +84,16 @@ def paired_levels(
     return wanted, [s_strides.index(s) for s in wanted], [t_strides.index(s) for s in wanted]
 
 
+def _mean_over_ranks(*values: Tensor) -> tuple[Tensor, ...]:
+    """``values`` averaged over the DDP processes (as they are without DDP): every process
+    then keeps the same running averages and so applies the same weight."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return values
+    stacked = torch.stack(values)
+    dist.all_reduce(stacked)
+    return tuple(stacked / dist.get_world_size())
+
+
 class TermWeight(nn.Module):
     """A term's weight at each optimizer step: a ``WeightSchedule``, or ``auto`` balancing.
 
@@ -118,11 +129,12 @@ class TermWeight(nn.Module):
             return scheduled
         if self.training:
             with torch.no_grad():
+                det, value = _mean_over_ranks(det.detach().float(), value.detach().float())
                 self.updates += 1
                 # bias-corrected EMA: the first update takes the value itself
                 m = torch.clamp(1.0 - 1.0 / self.updates, max=self.MOMENTUM)
-                self.det_avg.lerp_(det.detach().float(), 1.0 - m)
-                self.term_avg.lerp_(value.detach().float(), 1.0 - m)
+                self.det_avg.lerp_(det, 1.0 - m)
+                self.term_avg.lerp_(value, 1.0 - m)
         return scheduled * self.target * self.det_avg / self.term_avg.clamp(min=1e-12)
 
     def extra_repr(self) -> str:

@@ -1,4 +1,4 @@
-"""The LightningModule that trains a student detector against a frozen teacher's neck features."""
+"""The LightningModule that trains a student detector with a frozen teacher's distillation terms."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import nn
 
 from distill.config import DistillConfig
@@ -143,6 +144,4 @@ class DistillationModule(DetectionModule):
 
 def _distill_config(section: dict[str, Any]) -> DistillConfig:
     """The recipe's ``distill`` section (plain containers) as the typed config."""
-    from omegaconf import OmegaConf
-
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DistillConfig), section))

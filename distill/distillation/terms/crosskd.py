@@ -64,12 +64,12 @@ class CrossKDTerm(PredictionTerm):
         if inputs.student.cls_hidden is None or inputs.student.box_hidden is None:
             raise ValueError("crosskd: the student output has no head features; run the "
                              "student with head_hidden=True")
-        s, t = self.paired(inputs)
+        t = self.teacher_part(inputs)  # the student's own predictions are not used here
         teacher = self.models[1]
         cross_cls = self.cross(teacher.class_head, self.cls_align, inputs.student.cls_hidden)
         cross_box = self.cross(teacher.box_head, self.box_align, inputs.student.box_hidden)
-        return prediction_kd(self.cfg, cross_cls, cross_box, t["cls"], t["box"], s["anchors"],
-                             self.models[0].box_coder)
+        return prediction_kd(self.cfg, cross_cls, cross_box, t["cls"], t["box"],
+                             self.anchors(inputs), self.models[0].box_coder)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "teacher_layers": self.cfg.teacher_layers}

@@ -134,22 +134,33 @@ class PredictionTerm(DistillTerm):
             ctx, cfg.strides, f"distill.terms ({self.name}).strides")
         self.__dict__["models"] = (ctx.student, ctx.teacher)  # not registered: not saved twice
 
-    def paired(self, inputs: TermInputs) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """Student and teacher ``cls`` / ``box`` outputs and the ``anchors`` of paired levels."""
-        student, teacher = self.models
-        s_slices = level_slices(student, inputs.student.image_shape)
-        t_slices = level_slices(teacher, inputs.teacher.image_shape)
+    def cut(self, values: Tensor, model: nn.Module, shape: tuple[int, int],
+            levels: list[int]) -> Tensor:
+        """The paired ``levels`` of ``model``'s anchor-axis tensor ``values`` ``[B, A, ...]``."""
+        slices = level_slices(model, shape)
+        return torch.cat([values[:, slices[i]] for i in levels], dim=1)
 
-        def cut(values: Tensor, slices: list[slice], levels: list[int]) -> Tensor:
-            return torch.cat([values[:, slices[i]] for i in levels], dim=1)
-
+    def anchors(self, inputs: TermInputs) -> Tensor:
+        """The student's anchors ``[A', 4]`` on the paired levels."""
+        student = self.models[0]
         every = student.anchors(inputs.student.image_shape, inputs.student.cls_logits.device)
-        s = {"cls": cut(inputs.student.cls_logits, s_slices, self.student_levels),
-             "box": cut(inputs.student.box_deltas, s_slices, self.student_levels),
-             "anchors": torch.cat([every[s_slices[i]] for i in self.student_levels])}
-        t = {"cls": cut(inputs.teacher.cls_logits, t_slices, self.teacher_levels),
-             "box": cut(inputs.teacher.box_deltas, t_slices, self.teacher_levels)}
-        return s, t
+        return self.cut(every.unsqueeze(0), student, inputs.student.image_shape,
+                        self.student_levels)[0]
+
+    def teacher_part(self, inputs: TermInputs) -> dict[str, Tensor]:
+        """The teacher's ``cls`` / ``box`` outputs on the paired levels."""
+        teacher, out = self.models[1], inputs.teacher
+        return {key: self.cut(values, teacher, out.image_shape, self.teacher_levels)
+                for key, values in (("cls", out.cls_logits), ("box", out.box_deltas))}
+
+    def paired(self, inputs: TermInputs) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Student ``cls`` / ``box`` outputs and ``anchors``, and the teacher's outputs, of the
+        paired levels."""
+        student, out = self.models[0], inputs.student
+        s = {key: self.cut(values, student, out.image_shape, self.student_levels)
+             for key, values in (("cls", out.cls_logits), ("box", out.box_deltas))}
+        s["anchors"] = self.anchors(inputs)
+        return s, self.teacher_part(inputs)
 
     def forward(self, inputs: TermInputs) -> dict[str, Tensor]:
         s, t = self.paired(inputs)

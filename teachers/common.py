@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,10 @@ from torch import nn
 from distill.models.anchors import AnchorGenerator
 from distill.models.backbone import TimmBackbone
 from distill.models.detector import Detector
-from distill.models.layers import ConvBnAct
+from distill.models.layers import ConvBnAct, conv2d
+from distill.models.light import LightConv
+from distill.models.norms import group_norm
+from distill.models.options import DetectorOptions, check_light_block, light_positions
 from distill.models.registry import build_configured, register_model, replace_config
 
 # RetinaNet's aspect ratios 1:2, 1:1, 2:1 at equal area, as (width, height) multipliers
@@ -27,8 +30,9 @@ EQUAL_AREA_ASPECTS: tuple[tuple[float, float], ...] = (
 
 
 @dataclass
-class TeacherConfig:
-    """Settings every teacher family has: input size, timm backbone, levels and anchors."""
+class TeacherConfig(DetectorOptions):
+    """Settings every teacher family has: input size, timm backbone, levels and anchors, and
+    the ``DetectorOptions`` (light head levels, norm)."""
 
     name: str
     image_size: int = 640
@@ -72,9 +76,11 @@ def _norm(kind: str | None, channels: int) -> nn.Module:
         return nn.Identity()
     if kind == "gn":
         return nn.GroupNorm(math.gcd(32, channels), channels)
+    if kind == "gn_ws":
+        return group_norm(channels)
     if kind == "bn":
         return nn.BatchNorm2d(channels)
-    raise ValueError(f"head norm: unknown {kind!r}; allowed: none, gn, bn")
+    raise ValueError(f"head norm: unknown {kind!r}; allowed: none, gn, gn_ws, bn")
 
 
 def _act(kind: str) -> nn.Module:
@@ -84,15 +90,21 @@ def _act(kind: str) -> nn.Module:
     return acts[kind](inplace=True)
 
 
-def conv_tower(channels: int, depth: int, norm: str | None, act: str) -> nn.Sequential:
-    """``depth`` times 3x3 conv (bias only without norm) + norm + activation."""
+def conv_tower(
+    channels: int, depth: int, norm: str | None, act: str, light_block: str | None = None
+) -> nn.Sequential:
+    """``depth`` times 3x3 conv (bias only without norm) + norm + activation; with
+    ``light_block`` each conv is a ``LightConv`` of that kind; ``norm="gn_ws"``: GroupNorm after
+    weight-standardised convs."""
+    bias, std = norm in (None, "none"), norm == "gn_ws"
     layers: list[nn.Module] = []
     for _ in range(depth):
-        layers += [
-            nn.Conv2d(channels, channels, 3, padding=1, bias=norm in (None, "none")),
-            _norm(norm, channels),
-            _act(act),
-        ]
+        if light_block:
+            conv = LightConv(channels, light_block, separable_head=False, bias=bias,
+                             standardize=std)
+        else:
+            conv = conv2d(channels, channels, 3, padding=1, bias=bias, standardize=std)
+        layers += [conv, _norm(norm, channels), _act(act)]
     return nn.Sequential(*layers)
 
 
@@ -101,7 +113,9 @@ class ConvHead(nn.Module):
 
     With ``width`` set, each level first gets its own 1x1 conv + BN + SiLU stem from its
     ``in_channels`` to ``width`` (levels of different widths, as RepGFPN gives); without, every
-    level must have the same channels (RetinaNet). Tower and predictor convs are initialised
+    level must have the same channels (RetinaNet). ``light``: indices of the levels that get
+    their own tower of ``LightConv(light_block)`` layers instead of the shared one (with their
+    own norms; the predictor stays shared). Tower and predictor convs are initialised
     N(0, 0.01) with zero bias; the predictor's bias is ``-log((1 - p) / p)`` for a
     ``prior_prob`` p (the class subnet). The output is ``[B, sum_l H_l W_l anchors,
     num_outputs]`` (levels, row-major locations, anchors), as ``Detector`` expects.
@@ -117,6 +131,8 @@ class ConvHead(nn.Module):
         norm: str | None = None,
         act: str = "relu",
         prior_prob: float | None = None,
+        light: Sequence[int] = (),
+        light_block: str = "grouped",
     ) -> None:
         super().__init__()
         if width is None and len(set(in_channels)) != 1:
@@ -129,7 +145,11 @@ class ConvHead(nn.Module):
         self.width = width  # channels of the tower and of the predictor's input
         self.tower = conv_tower(width, depth, norm, act)
         self.predictor = nn.Conv2d(width, num_anchors * num_outputs, 3, padding=1)
-        for m in [*self.tower.modules(), self.predictor]:
+        # built after the shared layers, so a head without light levels draws the same init
+        self.light = nn.ModuleDict(
+            {str(level): conv_tower(width, depth, norm, act, light_block) for level in light}
+        )
+        for m in [*self.tower.modules(), self.predictor, *self.light.modules()]:
             if isinstance(m, nn.Conv2d):
                 nn.init.normal_(m.weight, std=0.01)
                 if m.bias is not None:
@@ -146,7 +166,8 @@ class ConvHead(nn.Module):
         """The level's stem (when ``start`` is 0) and tower layers ``start..``."""
         if self.stems and start == 0:
             x = self.stems[level](x)
-        return self.tower[3 * start:](x)
+        tower = self.light[str(level)] if str(level) in self.light else self.tower
+        return tower[3 * start:](x)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """The predictor on one level's tower output: ``[B, H * W * anchors, num_outputs]``."""
@@ -171,9 +192,16 @@ def assemble(
     **head_args: Any,
 ) -> Detector:
     """A ``Detector`` from backbone and neck: class/box ``ConvHead``s and the shared anchors;
-    ``loss_cfg``: keyword overrides of ``detection_loss`` (e.g. the IoU thresholds)."""
+    ``loss_cfg``: keyword overrides of ``detection_loss`` (e.g. the IoU thresholds). The heads
+    get ``cfg``'s light levels, and GroupNorm + WS towers for ``norm: gn_ws`` (whatever
+    ``head_args`` says of their norm)."""
     anchors = AnchorGenerator(cfg.strides, cfg.num_scales, cfg.aspect_ratios, cfg.anchor_scale)
-    common = dict(in_channels=neck_channels, num_anchors=anchors.num_anchors, **head_args)
+    light = light_positions(cfg.light_levels, cfg.strides)
+    check_light_block(cfg.light_block, separable_head=False, light=light)
+    if cfg.norm == "gn_ws":
+        head_args["norm"] = "gn_ws"
+    common = dict(in_channels=neck_channels, num_anchors=anchors.num_anchors, light=light,
+                  light_block=cfg.light_block, **head_args)
     return Detector(
         backbone=backbone,
         neck=neck,

@@ -16,6 +16,7 @@ from .bifpn import BiFPN
 from .detector import Detector
 from .head import Head
 from .layers import SeparableConv
+from .options import DetectorOptions, check_light_block, light_positions
 from .registry import build_configured, register_model, replace_config
 
 # phi: (image size, backbone, BiFPN width, BiFPN repeats, head repeats, fusion) -- paper table
@@ -37,11 +38,13 @@ SAME_PADDING_NATIVE = (4, 5)
 
 
 @dataclass
-class EfficientDetConfig:
+class EfficientDetConfig(DetectorOptions):
     """Everything needed to build one EfficientDet-style detector.
 
-    ``padding`` is the padding of the BiFPN's and extra levels' max-pools: "" symmetric (PyTorch),
-    "same" TensorFlow SAME (effdet ``pad_type``); the backbone pads as its timm name says.
+    The ``DetectorOptions`` (``light_levels``, ``light_block``, ``norm``) come after these
+    fields, keyword-only. ``padding`` is the padding of the BiFPN's and extra levels'
+    max-pools: "" symmetric (PyTorch), "same" TensorFlow SAME (effdet ``pad_type``); the
+    backbone pads as its timm name says.
     ``conv_bias`` puts a bias on the convs before BatchNorm (effdet's ``redundant_bias``).
     """
 
@@ -137,8 +140,9 @@ def build_efficientdet(
 
 def efficientdet_on_backbone(backbone: nn.Module, cfg: Any, num_classes: int) -> Detector:
     """BiFPN, class and box heads and anchors of ``cfg`` on ``backbone`` (which has ``channels``
-    and ``strides`` per level). ``cfg`` needs the neck, head and anchor fields of
-    ``EfficientDetConfig``; any backbone with five levels (e.g. a searched one) fits."""
+    and ``strides`` per level). ``cfg`` needs the neck, head, anchor and ``DetectorOptions``
+    fields of ``EfficientDetConfig``; any backbone with five levels (e.g. a searched one) fits.
+    ``norm: gn_ws`` is applied to the rest of the model by ``build_configured``."""
     num_levels = len(backbone.strides)
     neck = BiFPN(
         backbone.channels,
@@ -150,12 +154,17 @@ def efficientdet_on_backbone(backbone: nn.Module, cfg: Any, num_classes: int) ->
     )
     _glorot_init(neck)
     num_anchors = cfg.num_scales * len(cfg.aspect_ratios)
+    light = light_positions(cfg.light_levels, backbone.strides)
+    check_light_block(cfg.light_block, separable_head=True, light=light)
     head_args = dict(
         channels=cfg.fpn_channels,
         num_anchors=num_anchors,
         repeats=cfg.head_repeats,
         num_levels=num_levels,
         conv_bias=cfg.conv_bias,
+        light=light,
+        light_block=cfg.light_block,
+        norm=cfg.norm,
     )
     return Detector(
         backbone=backbone,

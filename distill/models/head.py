@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from .layers import SeparableConv, batch_norm
+from .layers import SeparableConv
+from .light import LightConv
+from .norms import norm_layer
 
 
 class Head(nn.Module):
-    """EfficientDet prediction head producing ``num_anchors * num_outputs`` channels per level."""
+    """EfficientDet prediction head producing ``num_anchors * num_outputs`` channels per level.
+
+    ``light``: indices of the levels whose tower convs are replaced by their own
+    ``LightConv(light_block)`` (``model.options.light_levels``); they keep their per-level norms
+    and share the predictor. ``norm``: ``bn`` or ``gn_ws`` (GroupNorm per level and repeat, the
+    tower's pointwise convs weight-standardised).
+    """
 
     def __init__(
         self,
@@ -22,24 +31,41 @@ class Head(nn.Module):
         num_levels: int,
         prior_prob: float | None = None,
         conv_bias: bool = True,
+        light: Sequence[int] = (),
+        light_block: str = "grouped",
+        norm: str = "bn",
     ) -> None:
         super().__init__()
         self.num_outputs = num_outputs
         self.width = channels  # channels of the tower and of the predictor's input
+        std = norm == "gn_ws"
         self.conv_rep = nn.ModuleList(
-            SeparableConv(channels, channels, 3, bias=conv_bias, norm=False) for _ in range(repeats)
+            SeparableConv(channels, channels, 3, bias=conv_bias, norm=False, standardize=std)
+            for _ in range(repeats)
         )
         self.bn_rep = nn.ModuleList(
-            nn.ModuleList(batch_norm(channels) for _ in range(num_levels)) for _ in range(repeats)
+            nn.ModuleList(norm_layer(norm, channels) for _ in range(num_levels))
+            for _ in range(repeats)
         )
         self.act = nn.SiLU(inplace=True)
         self.predict = SeparableConv(channels, num_outputs * num_anchors, 3, bias=True, norm=False)
+        # built after the shared convs, so a head without light levels draws the same init
+        self.light = nn.ModuleDict({
+            str(level): nn.ModuleList(
+                LightConv(channels, light_block, separable_head=True, bias=conv_bias,
+                          standardize=std)
+                for _ in range(repeats)
+            )
+            for level in light
+        })
         self.reset_parameters(prior_prob)
 
     def reset_parameters(self, prior_prob: float | None = None) -> None:
         """Variance-scaling init of the convs; prediction bias ``-log((1 - p) / p)`` or zero."""
-        for conv in [*self.conv_rep, self.predict]:
-            for layer in (conv.conv_dw, conv.conv_pw):
+        for block in [*self.conv_rep, self.predict, *self.light.values()]:
+            for layer in block.modules():
+                if not isinstance(layer, nn.Conv2d):
+                    continue
                 fan_in = layer.weight[0].numel()
                 nn.init.normal_(layer.weight, std=math.sqrt(1.0 / max(1.0, fan_in)))
                 if layer.bias is not None:
@@ -53,8 +79,10 @@ class Head(nn.Module):
         return len(self.conv_rep)
 
     def run_tower(self, x: torch.Tensor, level: int, start: int = 0) -> torch.Tensor:
-        """Layers ``start..`` of the conv tower on one level's map (before the predictor)."""
-        for conv, bns in list(zip(self.conv_rep, self.bn_rep, strict=True))[start:]:
+        """Layers ``start..`` of the conv tower on one level's map (before the predictor);
+        a light level runs its own light convs."""
+        convs = self.light[str(level)] if str(level) in self.light else self.conv_rep
+        for conv, bns in list(zip(convs, self.bn_rep, strict=True))[start:]:
             x = self.act(bns[level](conv(x)))
         return x
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+from timm.layers import StdConv2d
 from torch import nn
 
 BN_EPS = 1e-3
@@ -18,6 +19,12 @@ PADDING_MODES = ("", "same")
 def batch_norm(channels: int) -> nn.BatchNorm2d:
     """BatchNorm with the EfficientDet settings (eps 1e-3, PyTorch momentum 0.01)."""
     return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+
+def conv2d(*args, standardize: bool = False, **kwargs) -> nn.Conv2d:
+    """``nn.Conv2d(*args, **kwargs)``, or timm's weight-standardised ``StdConv2d`` with
+    ``standardize`` (``model.options.norm: gn_ws``)."""
+    return (StdConv2d if standardize else nn.Conv2d)(*args, **kwargs)
 
 
 class ConvBnAct(nn.Module):
@@ -45,7 +52,8 @@ class ConvBnAct(nn.Module):
 
 
 class SeparableConv(nn.Module):
-    """Depthwise KxK conv (no bias) + pointwise 1x1 conv, optional BatchNorm and SiLU."""
+    """Depthwise KxK conv (no bias) + pointwise 1x1 conv, optional BatchNorm and SiLU;
+    ``standardize``: the pointwise conv is weight-standardised (a norm must follow it)."""
 
     def __init__(
         self,
@@ -55,6 +63,7 @@ class SeparableConv(nn.Module):
         bias: bool = True,
         norm: bool = True,
         act: bool = False,
+        standardize: bool = False,
     ) -> None:
         super().__init__()
         self.conv_dw = nn.Conv2d(
@@ -65,7 +74,7 @@ class SeparableConv(nn.Module):
             groups=in_channels,
             bias=False,
         )
-        self.conv_pw = nn.Conv2d(in_channels, out_channels, 1, bias=bias)
+        self.conv_pw = conv2d(in_channels, out_channels, 1, bias=bias, standardize=standardize)
         self.bn = batch_norm(out_channels) if norm else nn.Identity()
         self.act = nn.SiLU(inplace=True) if act else nn.Identity()
 

@@ -10,6 +10,9 @@ from typing import Any
 
 from torch import nn
 
+from .norms import convert_gn_ws
+from .options import validate_options
+
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 _DESCRIPTIONS: dict[str, str] = {}
 
@@ -45,12 +48,16 @@ def build_configured(
     **overrides: Any,
 ) -> nn.Module:
     """Apply ``image_size`` and ``overrides`` to the preset ``cfg`` (its ``replace`` rejects
-    unknown keys), build with ``builder(cfg, num_classes, pretrained)``, set every BatchNorm's
-    momentum when ``cfg.bn_momentum`` is set, and keep the config on ``model.config``."""
+    unknown keys), check its ``DetectorOptions`` (``distill.models.options``), build with
+    ``builder(cfg, num_classes, pretrained)``, switch it to GroupNorm + WS for ``norm: gn_ws``,
+    set every BatchNorm's momentum when ``cfg.bn_momentum`` is set, and keep the config on
+    ``model.config``."""
     if image_size is not None:
         overrides["image_size"] = int(image_size)
-    cfg = cfg.replace(**overrides)
+    cfg = validate_options(cfg.replace(**overrides), pretrained)
     model = builder(cfg, num_classes, pretrained)
+    if cfg.norm == "gn_ws":
+        convert_gn_ws(model)
     if cfg.bn_momentum is not None:
         for module in model.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):

@@ -14,6 +14,7 @@ from typing import Any
 
 from distill.models.detector import Detector
 from distill.models.efficientdet import efficientdet_config, efficientdet_on_backbone
+from distill.models.options import DetectorOptions
 from distill.models.registry import build_configured, register_model, replace_config
 
 from .backbone import NasBackbone
@@ -23,9 +24,10 @@ STRUCTURES_DIR = Path(__file__).resolve().parents[1] / "structures"
 
 
 @dataclass
-class NasDetConfig:
+class NasDetConfig(DetectorOptions):
     """A searched backbone (``structure``: a structure.json path or a preset name under
-    ``students/structures/``) with BiFPN, heads and anchors as in ``EfficientDetConfig``."""
+    ``students/structures/``) with BiFPN, heads, anchors and options as in
+    ``EfficientDetConfig``."""
 
     name: str
     image_size: int

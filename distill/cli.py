@@ -59,8 +59,21 @@ def _print_registries() -> int:
     return 0
 
 
+def _model_options(items: list[str]) -> dict:
+    """``KEY=VALUE`` builder options (values read as YAML: ``light_levels=[3]``)."""
+    import yaml
+
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise RecipeError(f"--option '{item}' is not of the form key=value")
+        options[key.strip()] = yaml.safe_load(value)
+    return options
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
-    from distill.info import model_info
+    from distill.info import format_breakdown, model_breakdown, model_info
     from distill.models import list_models
 
     if args.distill:
@@ -68,9 +81,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
     names = list_models() if args.model in (None, "all") else [args.model]
     if args.model not in (None, "all") and args.model not in names:
         raise RecipeError(f"unknown model '{args.model}'; valid: {', '.join(list_models())}")
-    rows = [model_info(n, num_classes=args.num_classes, image_size=args.image_size) for n in names]
+    info = model_breakdown if args.breakdown else model_info
+    options = _model_options(args.option)
+    rows = [info(n, num_classes=args.num_classes, image_size=args.image_size, **options)
+            for n in names]
     if args.json:
         print(json.dumps(rows[0] if len(rows) == 1 and args.model else rows, indent=2))
+        return 0
+    if args.breakdown:
+        print("\n\n".join(format_breakdown(row) for row in rows))
         return 0
     print(f"{'model':<24} {'image':>7} {'params':>10} {'MACs':>10}  description")
     for row in rows:
@@ -197,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON")
     info.add_argument("--distill", action="store_true",
                       help="list the registered distillation term kinds and losses")
+    info.add_argument("--breakdown", action="store_true",
+                      help="FLOPs and parameters per component (backbone, neck, head) and per "
+                      "head level (P3..P7)")
+    info.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                      help="a model.options setting, repeatable (e.g. light_levels=[3])")
     info.set_defaults(func=_cmd_info)
 
     data = sub.add_parser("data", help="prepare and validate the recipe's dataset, print a summary")

@@ -1,4 +1,9 @@
-"""The ``distill`` command line: train, eval, run, check, info, data, search, import-effdet."""
+"""The ``distill`` command line.
+
+``train``, ``eval``, ``run``, ``check``, ``info``, ``data``, ``search``, ``import-effdet``, and
+for a trained detector: ``predict`` (drawn images + COCO results JSON) and ``export`` (ONNX or
+TorchScript).
+"""
 
 from __future__ import annotations
 
@@ -171,6 +176,36 @@ def _cmd_import_effdet(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from distill.predict import run_predict
+
+    summary = run_predict(
+        args.checkpoint, args.source, args.output, score_threshold=args.score_threshold,
+        draw_threshold=args.draw_threshold, device=args.device, batch_size=args.batch_size,
+        max_detections=args.max_detections, draw=not args.no_draw,
+        progress=not args.no_progress, coco=args.coco)
+    files = summary["files"]
+    print(f"{summary['detections']} detections in {summary['images']} images: "
+          f"{files['detections']} (image ids: {files['images']})")
+    if "drawn" in files:
+        print(f"drawn images: {files['drawn']}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from distill.export import export_checkpoint
+
+    meta = export_checkpoint(
+        args.checkpoint, args.format, args.output, nms=args.nms,
+        score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
+        max_detections=args.max_detections, opset=args.opset)
+    size = meta["input"]["shape"][-1]
+    print(f"{meta['format']} ({'with NMS' if meta['nms'] else 'raw outputs, no NMS'}), input "
+          f"[batch, 3, {size}, {size}], outputs {', '.join(meta['outputs'])}: {meta['file']}")
+    print(f"settings and class names: {meta['file']}.json")
+    return 0
+
+
 def _metrics_line(metrics: dict) -> str:
     return f"mAP {metrics['map']:.4f}  mAP50 {metrics['map_50']:.4f}  mAP75 {metrics['map_75']:.4f}"
 
@@ -269,7 +304,46 @@ def build_parser() -> argparse.ArgumentParser:
         "in category-id order, the label order `data.format: coco` gives",
     )
     imp.set_defaults(func=_cmd_import_effdet)
+    _add_predict_export(sub)
     return parser
+
+
+def _add_predict_export(sub: argparse._SubParsersAction) -> None:
+    """The ``predict`` and ``export`` sub-commands."""
+    pred = sub.add_parser(
+        "predict", help="run a checkpoint on images: drawn copies and COCO results JSON")
+    pred.add_argument("checkpoint", help="a `distill train` / `distill run` checkpoint")
+    pred.add_argument("source", help="an image, a folder of images or a glob ('imgs/**/*.jpg')")
+    pred.add_argument("--output", default="predictions",
+                      help="output folder (default: %(default)s)")
+    pred.add_argument("--score-threshold", type=float, default=0.05,
+                      help="detections kept in the JSON (default: %(default)s, as distill eval)")
+    pred.add_argument("--draw-threshold", type=float, default=0.3,
+                      help="detections drawn on the images (default: %(default)s)")
+    pred.add_argument("--max-detections", type=int, default=100, help="per image")
+    pred.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    pred.add_argument("--batch-size", type=int, default=8)
+    pred.add_argument("--coco", default=None,
+                      help="a COCO annotation file of these images: take its image and "
+                      "category ids (default: images 1..N, categories label + 1)")
+    pred.add_argument("--no-draw", action="store_true", help="write the JSON files only")
+    pred.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pred.set_defaults(func=_cmd_predict)
+
+    exp = sub.add_parser("export", help="export a checkpoint's detector to ONNX or TorchScript")
+    exp.add_argument("checkpoint", help="a `distill train` / `distill run` checkpoint")
+    exp.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    exp.add_argument("--nms", action=argparse.BooleanOptionalAction, default=True,
+                     help="post-processing (top-k, threshold, class-wise NMS) in the graph; "
+                     "--no-nms: raw logits, box deltas, decoded boxes and scores")
+    exp.add_argument("--output", default=None,
+                     help="file to write (default: beside the checkpoint, .onnx or "
+                     ".torchscript.pt)")
+    exp.add_argument("--score-threshold", type=float, default=0.05, help="with --nms")
+    exp.add_argument("--iou-threshold", type=float, default=0.5, help="with --nms")
+    exp.add_argument("--max-detections", type=int, default=100, help="per image, with --nms")
+    exp.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    exp.set_defaults(func=_cmd_export)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,7 @@ from torch import nn
 from distill.config import ModelConfig, RecipeError
 from distill.info import model_breakdown
 from distill.models import build_model
-from distill.models.light import LightConv
+from distill.models.light import LightConv, channel_shuffle
 from distill.training import check_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -92,6 +92,9 @@ def test_light_block_layouts():
     assert sep_grp.conv_dw.groups == 32 and sep_grp.conv.groups == 8
     x = torch.randn(1, 32, 5, 5)
     assert all(m(x).shape == x.shape for m in (dense_sep, dense_grp, sep_grp))
+    # the shuffle interleaves the groups: channel i of group g goes to i * groups + g
+    y = channel_shuffle(torch.arange(8.0).reshape(1, 8, 1, 1), 4)
+    assert y.flatten().tolist() == [0, 2, 4, 6, 1, 3, 5, 7]
 
 
 @pytest.mark.parametrize("options,key,message", [

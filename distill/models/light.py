@@ -34,9 +34,9 @@ LIGHT_GROUPS = 8
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """Interleave the channels of ``groups`` groups (ShuffleNet's shuffle)."""
-    b, c, h, w = x.shape
-    return x.reshape(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+    """Interleave the channels of ``groups`` groups (ShuffleNet's shuffle); no size is read
+    from ``x``, so traced and exported graphs keep dynamic batch and map sizes."""
+    return x.unflatten(1, (groups, -1)).transpose(1, 2).flatten(1, 2)
 
 
 class LightConv(nn.Module):

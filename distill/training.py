@@ -189,6 +189,7 @@ def fit(
         monitor="val/map",
         mode="max",
         save_last=True,
+        enable_version_counter=False,  # overwrite best/last.ckpt, never add best-v1.ckpt
     )
     callbacks: list = [checkpoint, ResumeState(data), *(extra_callbacks or [])]
     # last.ckpt at every epoch end (the callback above writes it only when it validates) or,
@@ -197,7 +198,7 @@ def fit(
     callbacks.append(ModelCheckpoint(
         dirpath=run_dir / "checkpoints", save_top_k=0, save_last=True,
         every_n_train_steps=every or None, every_n_epochs=None if every else 1,
-        save_on_train_epoch_end=not every,
+        save_on_train_epoch_end=not every, enable_version_counter=False,
     ))
     if not recipe.trainer.progress_bar:
         callbacks.append(EpochSummary())

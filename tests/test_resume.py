@@ -188,3 +188,20 @@ def test_bad_distributed_and_checkpoint_values_name_the_key(tmp_path):
             load_recipe(quickstart, [override])
     with pytest.raises(RecipeError, match="resume"):
         load_recipe(quickstart, ["resume=maybe"])
+
+
+def test_checkpoints_overwrite_files_left_in_the_run_folder(tmp_path):
+    """A run folder moved or re-trained holds last.ckpt / best.ckpt from before: they are
+    replaced, never joined by last-v1.ckpt (which a later resume would not read)."""
+    from test_distillation_module import tiny_recipe
+
+    from distill.training import train
+
+    run_dir = tmp_path / "run"
+    checkpoints = run_dir / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    for name in ("last.ckpt", "best.ckpt"):
+        (checkpoints / name).write_bytes(b"left from an earlier run")
+    train(tiny_recipe(tmp_path, logger="none"), run_dir=run_dir)
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert read_checkpoint(checkpoints / "last.ckpt")["global_step"] == 2  # 16 images, batch 8

@@ -157,6 +157,11 @@ class DistillConfig:
     weight: WeightConfig = field(default_factory=WeightConfig)
     # search (optional, first: a backbone for the student) | teacher | baseline | distilled
     stages: list[str] = field(default_factory=lambda: ["teacher", "baseline", "distilled"])
+    # a chain of teachers [L, M, ...] replacing the `teacher` section's model and checkpoint: L
+    # teaches M, M teaches the student. Each entry is a model spec (the keys of `teacher.model`,
+    # or just its name) plus optional epochs, checkpoint, baseline, terms (distill/chain.py);
+    # null or []: the `teacher` section teaches the student directly
+    chain: Optional[list[Any]] = None
     latency_runs: int = 20  # timed CPU forward passes (batch 1) per model for the report
 
 

@@ -43,6 +43,14 @@ def per_class_ap(precision: torch.Tensor) -> list[float]:
     return torch.where(counts > 0, sums / counts.clamp(min=1), -1.0).tolist()
 
 
+def precision_at_iou50(precision: torch.Tensor) -> list[list[float] | None]:
+    """Per class the precision at COCO's 101 recall points, IoU 0.5, all areas, the most
+    detections (the precision-recall curve); ``None`` for a class without ground truth."""
+    table = precision[0, :, :, 0, -1].T  # [K, R]
+    return [None if bool((row < 0).all()) else [round(float(p), 4) for p in row.clamp(min=0)]
+            for row in table]
+
+
 def to_original_pixels(
     predictions: list[dict[str, torch.Tensor]], targets: list[dict[str, Any]]
 ) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, torch.Tensor]]]:
@@ -58,20 +66,25 @@ def to_original_pixels(
 
 
 def summarize_map(result: dict[str, torch.Tensor], class_names: list[str]) -> dict[str, Any]:
-    """Plain-number summary: ``map``, ``map_50``, ``map_75``, size buckets, recall, per-class AP.
+    """Plain-number summary: ``map``, ``map_50``, ``map_75``, size buckets, recall, per-class AP
+    and per-class precision at the 101 recall points at IoU 0.5 (``pr_50``).
 
     A class without ground truth in the evaluated split gets ``None`` instead of COCO's -1.
     """
     keys = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_100")
     summary: dict[str, Any] = {k: round(float(result[k]), 6) for k in keys if k in result}
     per_class: dict[str, float | None] = {name: None for name in class_names}
+    curves: dict[str, list[float] | None] = {name: None for name in class_names}
     classes = result.get("classes")
     precision = result.get("precision")
     if classes is not None and precision is not None and precision.ndim == 5:
-        for cls, ap in zip(classes.reshape(-1).tolist(), per_class_ap(precision)):
+        ids = classes.reshape(-1).tolist()
+        for cls, ap, curve in zip(ids, per_class_ap(precision), precision_at_iou50(precision)):
             if 0 <= cls < len(class_names):
                 per_class[class_names[cls]] = round(ap, 6) if ap >= 0 else None
+                curves[class_names[cls]] = curve
     summary["per_class"] = per_class
+    summary["pr_50"] = curves
     return summary
 
 

@@ -21,6 +21,7 @@ from distill.evaluation import write_json_atomic, write_text_atomic
 from distill.lightning import DetectionModule, WarmupEMA
 from distill.lightning.detection import build_detector
 from distill.lightning.freeze_bn import FreezeBatchNorm
+from distill.lightning.history import MetricHistory
 from distill.lightning.image_logging import ValidationImageLogger
 from distill.lightning.progress import EpochSummary
 from distill.lightning.resume import AtomicCheckpointIO, ResumeState
@@ -191,7 +192,8 @@ def fit(
         save_last=True,
         enable_version_counter=False,  # overwrite best/last.ckpt, never add best-v1.ckpt
     )
-    callbacks: list = [checkpoint, ResumeState(data), *(extra_callbacks or [])]
+    callbacks: list = [checkpoint, ResumeState(data), MetricHistory(run_dir / "history.json"),
+                       *(extra_callbacks or [])]
     # last.ckpt at every epoch end (the callback above writes it only when it validates) or,
     # with trainer.checkpoint_every_steps, every N optimizer steps
     every = recipe.trainer.checkpoint_every_steps

@@ -105,7 +105,8 @@ class DetectionModule(pl.LightningModule):
         # the metric already gathered every rank's images: the values agree on all ranks, and
         # sync_dist (a mean of equal values) only tells Lightning so
         self.log_dict(
-            {f"val/{k}": v for k, v in self.last_metrics.items() if k not in ("map", "per_class")},
+            {f"val/{k}": v for k, v in self.last_metrics.items()
+             if k != "map" and isinstance(v, float)},
             sync_dist=True,
         )
         self.log("val/map", self.last_metrics["map"], prog_bar=True, sync_dist=True)

@@ -106,7 +106,7 @@ def test_max_images_takes_the_first(tmp_path):
     assert [s.image_path.stem for s in idx.samples] == ["a", "b"]
 
 
-def test_validation_reads_headers_only(tmp_path, monkeypatch):
+def test_validation_reads_headers_only_without_verify_images(tmp_path, monkeypatch):
     from PIL import ImageFile
 
     write_coco(tmp_path)
@@ -115,7 +115,9 @@ def test_validation_reads_headers_only(tmp_path, monkeypatch):
         raise AssertionError("validation decoded pixels")
 
     monkeypatch.setattr(ImageFile.ImageFile, "load", no_decode)
-    assert len(load("coco", tmp_path)) == 3
+    assert len(load("coco", tmp_path, verify_images=False)) == 3
+    with pytest.raises(DatasetError, match="(?s)3 bad sample problem.*validation decoded pixels"):
+        load("coco", tmp_path)  # the default decodes every image
 
 
 # --------------------------------------------------------------------------- bad data

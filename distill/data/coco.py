@@ -4,10 +4,17 @@ Categories are mapped explicitly: sorted by ``id``, the i-th becomes label i (so
 gaps become 0..79). Images without annotations are valid (background) samples; ``iscrowd: 1``
 objects are skipped; ``bbox`` ``[x, y, w, h]`` becomes ``[x, y, x + w, y + h]``.
 
-Images are ``image_dir / file_name``. For the COCO 2017 layout, where ``file_name`` is a bare name
-and each split has its own folder, ``image_dir / <split folder> / file_name`` is used instead when
-the first image is only found there; the split folder is the JSON name after its last ``_``
-(``instances_val2017.json`` -> ``val2017``).
+Images are ``image_dir / file_name``. When the first image is not there, the folders of the usual
+exports are tried, in this order, and the first that holds it is used:
+
+- ``image_dir / <split folder>``: COCO 2017, the split folder being the JSON name after its last
+  ``_`` (``annotations/instances_val2017.json`` -> ``val2017``);
+- the JSON's own folder: Roboflow (``train/_annotations.coco.json`` beside the images);
+- ``images/`` beside the JSON's folder: CVAT (``annotations/instances_default.json``, ``images/``).
+
+Roboflow also writes a placeholder category (id 0, named after the dataset) that is the
+``supercategory`` of the real ones and has no annotations: a category with no annotations whose
+name is another category's supercategory is left out of the class list.
 """
 
 from __future__ import annotations
@@ -53,8 +60,19 @@ def _load_json(ann_file: Path) -> dict:
     return data
 
 
+def _placeholders(data: dict) -> set[int]:
+    """Ids of supercategory placeholders: no annotations, named as another's supercategory."""
+    used = {a.get("category_id") for a in data["annotations"]
+            if isinstance(a, dict) and isinstance(a.get("category_id"), int)}
+    cats = [c for c in data["categories"] if isinstance(c, dict)]
+    return {c["id"] for c in cats
+            if c.get("id") not in used
+            and any(o is not c and o.get("supercategory") == c.get("name") for o in cats)}
+
+
 def coco_categories(data: dict, ann_file: Path) -> tuple[list[str], dict[int, int]]:
-    """Class names in label order and the explicit ``category_id -> label`` map."""
+    """Class names in label order and the explicit ``category_id -> label`` map (placeholder
+    supercategories left out)."""
     cats: dict[int, str] = {}
     for i, cat in enumerate(data["categories"]):
         if not isinstance(cat, dict) or not isinstance(cat.get("id"), int) or "name" not in cat:
@@ -65,19 +83,22 @@ def coco_categories(data: dict, ann_file: Path) -> tuple[list[str], dict[int, in
         if cat["id"] in cats:
             raise DatasetError(f"{ann_file}: category id {cat['id']} appears twice in categories")
         cats[cat["id"]] = str(cat["name"])
+    for cid in _placeholders(data):
+        del cats[cid]
     if not cats:
         raise DatasetError(f"{ann_file}: 'categories' is empty; expected at least one category")
     ids = sorted(cats)
     return [cats[i] for i in ids], {cid: label for label, cid in enumerate(ids)}
 
 
-def _split_image_dir(image_dir: Path, ann_file: Path, images: list) -> Path:
-    """``image_dir``, or its split sub-folder when only that holds the first image (COCO 2017)."""
+def _find_image_dir(image_dir: Path, ann_file: Path, images: list) -> Path:
+    """``image_dir``, or the first export folder that holds the first image (module docstring)."""
     first = next((im for im in images if isinstance(im, dict) and "file_name" in im), None)
-    if first is None or (image_dir / str(first["file_name"])).exists():
+    if first is None:
         return image_dir
-    sub = image_dir / ann_file.stem.rsplit("_", 1)[-1]
-    return sub if (sub / str(first["file_name"])).exists() else image_dir
+    candidates = (image_dir, image_dir / ann_file.stem.rsplit("_", 1)[-1], ann_file.parent,
+                  ann_file.parent.parent / "images")
+    return next((d for d in candidates if (d / str(first["file_name"])).is_file()), image_dir)
 
 
 def read_coco(
@@ -87,7 +108,7 @@ def read_coco(
     the problems of annotations that belong to no image."""
     ann_file = Path(ann_file)
     data = _load_json(ann_file)
-    image_dir = _split_image_dir(Path(image_dir), ann_file, data["images"])
+    image_dir = _find_image_dir(Path(image_dir), ann_file, data["images"])
     class_names, cat_to_label = coco_categories(data, ann_file)
     name = str(ann_file)
 
@@ -154,6 +175,7 @@ def parse_coco(
     *,
     bad_samples: str = "error",
     max_images: int | None = None,
+    verify_images: bool = True,
 ) -> DatasetIndex:
     """Read and validate a COCO JSON split; ``file_name`` is relative to ``image_dir``.
 
@@ -166,6 +188,7 @@ def parse_coco(
         take_first(raws, max_images),
         class_names,
         bad_samples=bad_samples,
+        verify_images=verify_images,
         source=f"COCO {ann_file}",
         category_hint=hint,
         problems=orphans,

@@ -71,7 +71,8 @@ class DetectionDataModule(pl.LightningDataModule):
         cfg, root = self.cfg, Path(self.cfg.root)
         split = self._split_name(which)
         limit = cfg.max_train_images if which == "train" else cfg.max_val_images
-        kw = {"bad_samples": cfg.bad_samples, "max_images": limit}
+        kw = {"bad_samples": cfg.bad_samples, "max_images": limit,
+              "verify_images": cfg.verify_images}
         if cfg.format in ("coco", "synthetic"):
             from distill.data.coco import parse_coco
 
@@ -82,7 +83,8 @@ class DetectionDataModule(pl.LightningDataModule):
         if cfg.format == "voc":
             from distill.data.voc import parse_voc
 
-            return parse_voc(root, split, class_names, **kw)
+            return parse_voc(root, split, class_names, val_fraction=cfg.val_fraction,
+                             split_seed=cfg.split_seed, **kw)
         from distill.data.yolo import parse_yolo
 
         return parse_yolo(root, split, **kw)
@@ -97,8 +99,9 @@ class DetectionDataModule(pl.LightningDataModule):
         if cfg.format == "voc" and cfg.classes is None:
             from distill.data.voc import voc_class_names
 
-            extra = sorted(set(voc_class_names(cfg.root, self._split_name("val"))) -
-                           set(train.class_names))
+            val_names = voc_class_names(cfg.root, self._split_name("val"), cfg.val_fraction,
+                                        cfg.split_seed)
+            extra = sorted(set(val_names) - set(train.class_names))
             if extra:
                 raise DatasetError(
                     f"VOC {cfg.root}: val split {self._split_name('val')!r} has classes {extra} "

@@ -15,8 +15,10 @@ image, not rejected (annotation tools often write ``x_max = width + 1`` or round
 coordinates up). A box further out, a box with zero width or height, an inverted box
 (``x_max < x_min``) or non-finite values are problems. Boxes touching the border are fine.
 
-Validation only reads image headers (PIL opens lazily), it never decodes pixels; a file whose
-header is fine but whose pixel data is truncated is only noticed when the image is loaded.
+Validation reads every image header and, with ``verify_images`` (the default), decodes each image
+once (``image_check.py``: JPEGs at 1/8 scale, in parallel threads), so a file whose header is
+fine but whose pixel data is truncated or corrupt is a problem of the split (an unreadable image)
+before training, not an error in the middle of it.
 """
 
 from __future__ import annotations
@@ -49,7 +51,18 @@ OUTSIDE_BOX = "box outside image"
 
 
 class DatasetError(ValueError):
-    """The dataset cannot be used as it is; the message says where and what was expected."""
+    """The dataset cannot be used as it is; the message says where and what was expected.
+
+    Raised in a DataLoader worker, PyTorch re-raises it in the main process with the worker's
+    traceback as the message; that is cut back to the original message (and where it came from).
+    """
+
+    def __init__(self, message: str = "") -> None:
+        marker = "DatasetError: "
+        if message.startswith("Caught DatasetError in ") and marker in message:
+            where = message.split(".\n", 1)[0].removeprefix("Caught DatasetError ")
+            message = f"{message[message.rindex(marker) + len(marker):].strip()} ({where})"
+        super().__init__(message)
 
 
 class DatasetWarning(UserWarning):
@@ -152,17 +165,6 @@ def border_tolerance(side: float) -> float:
     return max(BORDER_TOLERANCE_PX, BORDER_TOLERANCE_FRAC * side)
 
 
-def read_image_size(path: Path) -> tuple[int, int]:
-    """``(width, height)`` from the image header (no decoding). Raises ``OSError`` if unreadable."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return int(im.width), int(im.height)
-    except UnidentifiedImageError as exc:
-        raise OSError(f"not an image PIL can read ({exc})") from exc
-
-
 def _fmt(values: Sequence[float]) -> str:
     return "[" + ", ".join(f"{float(v):g}" for v in values) + "]"
 
@@ -232,15 +234,23 @@ def validate_samples(
     source: str = "dataset",
     category_hint: str = "a known category",
     problems: list[Problem] | None = None,
+    verify_images: bool = True,
 ) -> DatasetIndex:
     """Check the parsed samples against their image files and apply the bad-data policy.
 
     ``source`` names the split in messages (e.g. ``"voc split 'train' (/data/voc)"``);
     ``category_hint`` says which categories were expected (e.g. ``"a name in [...]"``);
-    ``problems`` are object problems the parser found outside any sample (counted and dropped).
+    ``problems`` are object problems the parser found outside any sample (counted and dropped);
+    ``verify_images`` decodes every image (else only headers are read).
     """
+    from distill.data.image_check import check_images
+
     check_policy(bad_samples)
     problems = list(problems or [])
+    readable = [r for r in raw_samples if r.problem is None and Path(r.image_path).is_file()]
+    sizes = dict(zip(map(id, readable),
+                     check_images([r.image_path for r in readable], decode=verify_images),
+                     strict=True))
     samples: list[Sample] = []
     dropped_images = 0
     dropped_objects = sum(1 for p in problems if not p.whole_image)
@@ -249,13 +259,12 @@ def validate_samples(
         image_problem: tuple[str, str] | None = raw.problem
         width = height = 0
         if image_problem is None:
-            if not Path(raw.image_path).is_file():
+            if id(raw) not in sizes:
                 image_problem = (MISSING_IMAGE, "image file not found; expected an image there")
+            elif isinstance(found := sizes[id(raw)], OSError):
+                image_problem = (UNREADABLE_IMAGE, f"cannot open the image: {found}")
             else:
-                try:
-                    width, height = read_image_size(raw.image_path)
-                except OSError as exc:
-                    image_problem = (UNREADABLE_IMAGE, f"cannot open the image: {exc}")
+                width, height = found
         if image_problem is None and raw.width and raw.height:
             if (raw.width, raw.height) != (width, height):
                 image_problem = (

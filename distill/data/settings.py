@@ -42,6 +42,13 @@ class DataConfig:
     # error: stop before training with a message listing the problems;
     # drop: drop bad objects (the whole image when the image itself is bad), report counts once
     bad_samples: str = "error"
+    # decode every image once before training (JPEGs at 1/8 scale, in threads), so a truncated or
+    # corrupt file is a bad sample then, not an error mid-training; false: read headers only
+    verify_images: bool = True
+    # voc without ImageSets: the fraction of the XML files in the val split, and the seed of the
+    # shuffle that picks them (the split does not depend on the recipe's seed)
+    val_fraction: float = 0.2
+    split_seed: int = 0
     batch_size: int = 8  # training batch size
     val_batch_size: Optional[int] = None  # validation batch size (default: batch_size)
     num_workers: int = 2  # data loader worker processes (0: load in the main process)

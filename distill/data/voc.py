@@ -4,6 +4,11 @@ Layout: ``root/ImageSets/Main/<split>.txt`` (one image id per line, extra column
 ``root/Annotations/<id>.xml``, ``root/JPEGImages/<filename>``. The image is the XML's
 ``<filename>`` when that file exists, else ``<id>.jpg`` (or another usual extension).
 
+A folder without ``ImageSets`` (as annotation tools write it) uses every XML file in
+``Annotations/``: a seeded shuffle (``split_seed``) of their sorted names puts ``val_fraction`` of
+them (at least one) in split ``val`` and the rest in ``train``; the same files and settings give
+the same split on every machine.
+
 Labels: the index in ``classes`` when given, else in the sorted set of names found in the split
 (the DataModule uses the train split's names for val too). Coordinates are kept as written (VOC's
 1-based pixel numbers are not shifted); ``difficult`` objects are kept and flagged in
@@ -15,6 +20,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from distill.data.records import (
     BAD_ANNOTATION,
@@ -30,9 +37,14 @@ from distill.data.records import (
 )
 
 
-def split_ids(root: PathLike, split: str) -> list[str]:
-    """Image ids of ``ImageSets/Main/<split>.txt`` in file order."""
-    path = Path(root) / "ImageSets" / "Main" / f"{split}.txt"
+def split_ids(root: PathLike, split: str, val_fraction: float = 0.2,
+              split_seed: int = 0) -> list[str]:
+    """Image ids of ``ImageSets/Main/<split>.txt`` in file order, or, without ``ImageSets``, of
+    the seeded split of all XML files (module docstring)."""
+    root = Path(root)
+    path = root / "ImageSets" / "Main" / f"{split}.txt"
+    if not path.is_file() and not (root / "ImageSets").exists():
+        return _seeded_split(root, split, val_fraction, split_seed)
     if not path.is_file():
         raise DatasetError(f"{path}: VOC split file not found (split {split!r} of root {root})")
     ids = []
@@ -43,6 +55,30 @@ def split_ids(root: PathLike, split: str) -> list[str]:
     if not ids:
         raise DatasetError(f"{path}: VOC split file lists no image ids")
     return ids
+
+
+def _seeded_split(root: Path, split: str, val_fraction: float, split_seed: int) -> list[str]:
+    """``split`` (train or val) of the XML files of ``root/Annotations``, in sorted order."""
+    folder = root / "Annotations"
+    stems = sorted(p.stem for p in folder.glob("*.xml")) if folder.is_dir() else []
+    if len(stems) < 2:
+        raise DatasetError(
+            f"VOC {root}: no ImageSets/Main/{split}.txt and {len(stems)} XML file(s) in "
+            f"{folder}; expected ImageSets/Main/<split>.txt files, or at least 2 annotation "
+            "files to split into train and val"
+        )
+    if split not in ("train", "val"):
+        raise DatasetError(
+            f"VOC {root}: split {split!r} without ImageSets/Main/{split}.txt; a folder without "
+            "ImageSets has the splits 'train' and 'val' only (a seeded split of all XML files, "
+            "data.val_fraction and data.split_seed)"
+        )
+    if not 0.0 < val_fraction < 1.0:
+        raise DatasetError(f"data.val_fraction: {val_fraction}; expected a fraction in (0, 1)")
+    n_val = min(len(stems) - 1, max(1, round(len(stems) * val_fraction)))
+    order = np.random.default_rng(split_seed).permutation(len(stems))
+    chosen = set(order[:n_val].tolist()) if split == "val" else set(order[n_val:].tolist())
+    return [stem for i, stem in enumerate(stems) if i in chosen]
 
 
 def _image_path(root: Path, image_id: str, filename: str | None) -> Path:
@@ -113,20 +149,22 @@ def _read_xml(root: Path, index: int, image_id: str) -> tuple[RawSample, list[st
     return raw, names
 
 
-def read_voc(root: PathLike, split: str) -> tuple[list[RawSample], list[str]]:
+def read_voc(root: PathLike, split: str, val_fraction: float = 0.2,
+             split_seed: int = 0) -> tuple[list[RawSample], list[str]]:
     """Raw samples of a split (labels unset) and the sorted set of class names found in it."""
     root = Path(root)
     raws, found = [], set()
-    for index, image_id in enumerate(split_ids(root, split)):
+    for index, image_id in enumerate(split_ids(root, split, val_fraction, split_seed)):
         raw, names = _read_xml(root, index, image_id)
         raws.append(raw)
         found.update(n for n in names if n)
     return raws, sorted(found)
 
 
-def voc_class_names(root: PathLike, split: str) -> list[str]:
+def voc_class_names(root: PathLike, split: str, val_fraction: float = 0.2,
+                    split_seed: int = 0) -> list[str]:
     """The sorted set of object names in a split."""
-    return read_voc(root, split)[1]
+    return read_voc(root, split, val_fraction, split_seed)[1]
 
 
 def parse_voc(
@@ -136,10 +174,16 @@ def parse_voc(
     *,
     bad_samples: str = "error",
     max_images: int | None = None,
+    verify_images: bool = True,
+    val_fraction: float = 0.2,
+    split_seed: int = 0,
 ) -> DatasetIndex:
-    """Read and validate a VOC split; labels index ``classes`` (default: sorted names found)."""
+    """Read and validate a VOC split; labels index ``classes`` (default: sorted names found).
+
+    ``val_fraction`` and ``split_seed`` make the split of a folder without ``ImageSets``.
+    """
     check_policy(bad_samples)
-    raws, found = read_voc(root, split)
+    raws, found = read_voc(root, split, val_fraction, split_seed)
     class_names = list(classes) if classes is not None else found
     if not class_names:
         raise DatasetError(f"VOC {root} split {split!r}: no objects, so no class names; "
@@ -154,6 +198,7 @@ def parse_voc(
         take_first(raws, max_images),
         class_names,
         bad_samples=bad_samples,
-        source=f"VOC {Path(root) / 'ImageSets' / 'Main' / f'{split}.txt'}",
+        verify_images=verify_images,
+        source=f"VOC {root} split {split!r}",
         category_hint=f"a name in the class list {class_names}",
     )

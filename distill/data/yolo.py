@@ -173,6 +173,7 @@ def parse_yolo(
     *,
     bad_samples: str = "error",
     max_images: int | None = None,
+    verify_images: bool = True,
 ) -> DatasetIndex:
     """Read and validate split ``split`` (a key of data.yaml, e.g. ``"train"``).
 
@@ -200,6 +201,7 @@ def parse_yolo(
         raws,
         names,
         bad_samples=bad_samples,
+        verify_images=verify_images,
         source=f"YOLO {yaml_path} split {split!r}",
         category_hint=f"a class index in 0..{len(names) - 1} ({names})",
     )

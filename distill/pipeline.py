@@ -163,11 +163,20 @@ def print_terms(terms: list[dict]) -> None:
 
 def check(recipe: Recipe, data: DetectionDataModule | None = None, batches: int = 4) -> dict:
     """Pre-flight check: level pairing, align modules, parameter counts, teacher weights, teacher
-    mAP on a few validation batches. Prints a report; returns it as a dict."""
+    mAP on a few validation batches. Prints a report; returns it as a dict. With
+    ``distill.chain``, every link (``{"links": [...]}``)."""
+    if recipe.distill.chain:
+        from distill.chain import check_chain
+
+        return check_chain(recipe, data, batches)
     check_model(recipe.model)
     check_model(recipe.teacher.model, "teacher.model")
-    data = data or prepare_data(recipe)
-    path = teacher_checkpoint(recipe)
+    return check_link(recipe, data or prepare_data(recipe), batches, teacher_checkpoint(recipe))
+
+
+def check_link(recipe: Recipe, data: DetectionDataModule, batches: int, path: Path | None) -> dict:
+    """``check`` of one teacher -> student pair, the teacher's weights at ``path`` (None: none
+    yet; the teacher is built untrained to check the pairing)."""
     if path is not None:
         teacher = load_teacher(recipe, data.num_classes, path)
     else:
@@ -237,22 +246,23 @@ def export_student(module: DistillationModule, recipe: Recipe, path: Path) -> Pa
 
 
 def run_teacher(
-    recipe: Recipe, num_classes: int, run_dir: Path
+    recipe: Recipe, num_classes: int, run_dir: Path, stage: str = "teacher"
 ) -> tuple[nn.Module, dict[str, Any], Path]:
-    """Reuse the recipe's (or a cached) teacher checkpoint, or train one; with its metrics."""
+    """Reuse the recipe's (or a cached) teacher checkpoint, or train one; with its metrics.
+    ``stage`` names it in the log (a chain trains its teachers and middle baselines here)."""
     path = teacher_checkpoint(recipe)
     if path is None:
         cache = teacher_cache_dir(recipe)
-        print(f"== stage teacher: training {recipe.teacher.model.name} into {cache}")
+        print(f"== stage {stage}: training {recipe.teacher.model.name} into {cache}")
         metrics = train(teacher_recipe(recipe), run_dir=cache)
         path = Path(metrics["checkpoint"])
     elif (path.parent.parent / "metrics.json").is_file() and not recipe.teacher.checkpoint:
-        print(f"== stage teacher: reusing {path} (same teacher recipe as an earlier run)")
+        print(f"== stage {stage}: reusing {path} (same teacher recipe as an earlier run)")
         metrics = OmegaConf.to_container(OmegaConf.load(path.parent.parent / "metrics.json"))
     else:
         from distill.training import evaluate
 
-        print(f"== stage teacher: evaluating {path}")
+        print(f"== stage {stage}: evaluating {path}")
         metrics = evaluate(teacher_recipe(recipe), path, output=run_dir / "teacher-eval.json")
     metrics["checkpoint"] = str(path)
     return load_teacher(recipe, num_classes, path), metrics, path
@@ -321,8 +331,13 @@ def run_distilled(
 def run(recipe: Recipe) -> dict[str, Any]:
     """Run the recipe's stages (teacher, baseline, distilled) and write report.json / report.md.
 
-    The pre-flight check runs first (and again once a freshly trained teacher exists).
+    The pre-flight check runs first. With ``distill.chain`` the chain's links run instead of
+    the teacher stage (distill/chain.py) and the last of them teaches the student.
     """
+    if recipe.distill.chain:  # a bad chain entry stops before the data is prepared
+        from distill.chain import resolve_chain
+
+        resolve_chain(recipe)
     resolve_terms(recipe.distill)  # a mistyped term stops before the data is prepared
     data = prepare_data(recipe)
     check(recipe, data)
@@ -335,8 +350,13 @@ def run(recipe: Recipe) -> dict[str, Any]:
         recipe, extra["search"] = run_search_stage(recipe, run_dir)
     write_text_atomic(run_dir / "recipe.yaml", recipe_to_yaml(recipe))
     rows: dict[str, dict] = {}
-    teacher = None
-    if "teacher" in stages or "distilled" in stages:
+    teacher, student_link = None, recipe  # student_link: the recipe of the student's link
+    if recipe.distill.chain and ("teacher" in stages or "distilled" in stages):
+        from distill.chain import run_chain
+
+        teacher, student_link, extra["links"] = run_chain(recipe, data.num_classes, run_dir,
+                                                          rows)
+    elif "teacher" in stages or "distilled" in stages:
         teacher, metrics, path = run_teacher(recipe, data.num_classes, run_dir)
         if "teacher" in stages:
             rows["teacher"] = stage_row(recipe, recipe.teacher.model, teacher, metrics,
@@ -349,8 +369,9 @@ def run(recipe: Recipe) -> dict[str, Any]:
         student = build_detector(recipe_to_dict(recipe)["model"], data.num_classes)
         rows["baseline"] = stage_row(recipe, recipe.model, student, metrics, data.num_classes)
     if "distilled" in stages:
-        print(f"== stage distilled: {recipe.model.name} taught by {recipe.teacher.model.name}")
-        metrics, student = run_distilled(recipe, teacher, data.num_classes,
+        print(f"== stage distilled: {recipe.model.name} taught by "
+              f"{student_link.teacher.model.name}")
+        metrics, student = run_distilled(student_link, teacher, data.num_classes,
                                          run_dir / "distilled")
         rows["distilled"] = stage_row(recipe, recipe.model, student, metrics, data.num_classes)
     extra["teacher_checkpoint"] = rows.get("teacher", {}).get("checkpoint")

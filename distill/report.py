@@ -1,4 +1,5 @@
-"""The run report: teacher / baseline / distilled figures as ``report.json`` and ``report.md``."""
+"""The run report: teacher / baseline / distilled figures as ``report.json`` and ``report.md``;
+with a teacher chain, also its middle stages and the gap closed by each link."""
 
 from __future__ import annotations
 
@@ -14,9 +15,16 @@ COLUMNS = ("stage", "model", "mAP", "mAP50", "params", "MACs", "CPU latency ms",
 MISSING = "-"
 
 
+def _stage_rank(stage: str) -> int:
+    if stage in STAGES:
+        return 2 * STAGES.index(stage)
+    return 1 if stage.startswith("middle") else 2 * len(STAGES)
+
+
 def ordered_stages(rows: dict[str, dict]) -> list[str]:
-    """Stage names of ``rows``: the known ``STAGES`` first (in order), then any others."""
-    return [s for s in STAGES if s in rows] + [s for s in rows if s not in STAGES]
+    """Stage names of ``rows``: teacher, a chain's ``middle*`` stages (in insertion order),
+    baseline, distilled, then any others."""
+    return sorted(rows, key=_stage_rank)
 
 
 def _number(row: dict | None, key: str) -> float | None:
@@ -29,23 +37,58 @@ def _number(row: dict | None, key: str) -> float | None:
         return None
 
 
+def compare_link(
+    teacher: dict | None, baseline: dict | None, distilled: dict | None
+) -> dict[str, float | None]:
+    """One teacher -> student link: ``gain`` (distilled - baseline mAP), ``gap`` (teacher -
+    baseline mAP) and ``gap_closed`` (gain / gap); ``None`` where a row or its ``map`` is
+    missing, and ``gap_closed`` ``None`` unless the teacher beats the baseline."""
+    teacher_map, baseline_map = _number(teacher, "map"), _number(baseline, "map")
+    distilled_map = _number(distilled, "map")
+    gain = None if distilled_map is None or baseline_map is None else distilled_map - baseline_map
+    gap = None if teacher_map is None or baseline_map is None else teacher_map - baseline_map
+    closed = gain / gap if gain is not None and gap is not None and gap > 0 else None
+    rounded = lambda v: None if v is None else round(v, 6)  # noqa: E731
+    return {"gain": rounded(gain), "gap": rounded(gap), "gap_closed": rounded(closed)}
+
+
 def compare_stages(rows: dict[str, dict]) -> dict[str, float | None]:
     """mAP differences between stages and the share of the teacher-baseline gap closed.
 
     Every key is present; a figure whose stages (or their ``map``) are missing is ``None``, and
-    ``gap_closed`` is ``None`` unless the teacher beats the baseline.
+    ``gap_closed`` is ``None`` unless the teacher beats the baseline. With a chain the teacher
+    is its first model, so this is the share of that gap the whole chain closed.
     """
-    teacher = _number(rows.get("teacher"), "map")
-    baseline = _number(rows.get("baseline"), "map")
-    distilled = _number(rows.get("distilled"), "map")
-    gain = None if distilled is None or baseline is None else distilled - baseline
-    gap = None if teacher is None or baseline is None else teacher - baseline
-    closed = gain / gap if gain is not None and gap is not None and gap > 0 else None
+    link = compare_link(rows.get("teacher"), rows.get("baseline"), rows.get("distilled"))
     return {
-        "distilled_minus_baseline_map": None if gain is None else round(gain, 6),
-        "teacher_minus_baseline_map": None if gap is None else round(gap, 6),
-        "gap_closed": None if closed is None else round(closed, 6),
+        "distilled_minus_baseline_map": link["gain"],
+        "teacher_minus_baseline_map": link["gap"],
+        "gap_closed": link["gap_closed"],
     }
+
+
+def compare_links(rows: dict[str, dict], links: list[dict]) -> list[dict]:
+    """A chain's links (``teacher`` / ``student`` / ``baseline`` stage names, ``terms``), each
+    with its ``compare_link`` figures."""
+    return [{**link, **compare_link(rows.get(link["teacher"]), rows.get(link.get("baseline") or ""),
+                                    rows.get(link["student"]))} for link in links]
+
+
+def format_links(rows: dict[str, dict], links: list[dict]) -> list[str]:
+    """Markdown table of a chain's links: who teaches whom, the mAPs, the gap each closes."""
+    lines = ["| link | teacher | student | terms | teacher mAP | student alone mAP | "
+             "distilled mAP | gain | gap closed |", "|---|---|---|---|" + "---:|" * 5]
+    for number, link in enumerate(links, 1):
+        names = [f"{stage} ({(rows.get(stage) or {}).get('model', MISSING)})"
+                 for stage in (link["teacher"], link["student"])]
+        maps = [_fmt_float(_number(rows.get(stage or ""), "map"), 3)
+                for stage in (link["teacher"], link.get("baseline"), link["student"])]
+        gain = MISSING if link["gain"] is None else f"{link['gain']:+.3f}"
+        closed = MISSING if link["gap_closed"] is None else f"{100 * link['gap_closed']:.1f}%"
+        cells = [number, *names, ", ".join(link.get("terms") or []) or MISSING, *maps, gain,
+                 closed]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return lines
 
 
 def _fmt_scaled(value: float | None, divisor: float, suffix: str) -> str:
@@ -118,7 +161,8 @@ def write_report(
     ``rows`` maps a stage name to its figures (``model``, ``map``, ``map_50``, ``params``,
     ``macs``, ``latency_ms``, optionally ``map_75``, ``checkpoint``, ``train_seconds``,
     ``image_size``); missing stages and values are allowed. The JSON holds ``stages``, the
-    ``extra`` keys and ``comparison`` (``compare_stages``).
+    ``extra`` keys and ``comparison`` (``compare_stages``); ``extra["links"]`` (a chain's links,
+    ``compare_links``) gets each link's figures and a table of its own.
     """
     if not isinstance(rows, dict) or not all(isinstance(r, dict) for r in rows.values()):
         raise ValueError("rows must map stage names to dicts")
@@ -129,6 +173,8 @@ def write_report(
     run_dir = Path(run_dir)
     ordered = {stage: rows[stage] for stage in ordered_stages(rows)}
     comparison = compare_stages(ordered)
+    if extra.get("links"):
+        extra["links"] = compare_links(ordered, extra["links"])
     payload = {"stages": ordered, **extra, "comparison": comparison}
     json_path = write_json_atomic(run_dir / "report.json", payload)
 
@@ -136,6 +182,10 @@ def write_report(
     comparison_lines = format_comparison(comparison)
     if comparison_lines:
         parts += ["", *comparison_lines]
+    if extra.get("links"):
+        parts += ["", "## Chain", "", "Each link: the teacher distils the student with the "
+                  "terms shown; gap closed = (distilled - alone) / (teacher - alone).", "",
+                  *format_links(ordered, extra["links"])]
     search = extra.get("search")
     if search:
         parts += ["", f"- student backbone searched ({search['candidates']} candidates, "

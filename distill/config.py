@@ -115,6 +115,10 @@ class TeacherConfig:
     # quality gate: `distill run` stops before the student stages when the teacher's validation
     # mAP is below this (null: no gate; a teacher at chance level is always a loud warning)
     min_map: Optional[float] = None
+    # which checkpoint of a teacher `distill run` trained (or reuses from its cache) teaches:
+    # last (the final weights, which its metrics describe) | best (best validation mAP; then
+    # evaluated again, so the report shows that one's mAP)
+    use: str = "last"
     # the teacher's forward pass: null runs it like the student (trainer.precision); bf16 runs it
     # under torch.autocast(bfloat16) (CPU too), 32 in float32. Its features reach the
     # distillation loss as float32 either way
@@ -198,11 +202,48 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optim.name": ("sgd", "adamw"),
     "trainer.precision": ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"),
     "teacher.precision": ("bf16", "32"),
+    "teacher.use": ("last", "best"),
     "search.score": SCORES,
 }
 
 
 STAGES: tuple[str, ...] = ("search", "teacher", "baseline", "distilled")
+
+_AT_LEAST_1, _AT_LEAST_0 = (lambda v: v >= 1, "a positive number"), (lambda v: v >= 0, ">= 0")
+_FRACTION = (lambda v: 0 < v < 1, "a fraction in (0, 1)")
+# numeric keys and what they must be (null values of optional keys are not checked)
+LIMITS: dict[str, tuple[Any, str]] = {
+    "trainer.epochs": _AT_LEAST_1,
+    "trainer.max_steps": (lambda v: v == -1 or v >= 1, "-1 (epochs decide) or a positive number"),
+    "trainer.devices": _AT_LEAST_1,
+    "trainer.num_nodes": _AT_LEAST_1,
+    "trainer.val_every": _AT_LEAST_1,
+    "trainer.log_every": _AT_LEAST_1,
+    "trainer.grad_clip": _AT_LEAST_0,
+    "trainer.checkpoint_every_steps": (lambda v: v >= 0,
+                                       "0 (epoch ends only) or a positive number of steps"),
+    "data.batch_size": _AT_LEAST_1,
+    "data.val_batch_size": _AT_LEAST_1,
+    "data.num_workers": _AT_LEAST_0,
+    "data.max_train_images": _AT_LEAST_1,
+    "data.max_val_images": _AT_LEAST_1,
+    "data.val_fraction": _FRACTION,
+    "optim.lr": (lambda v: v > 0, "a positive learning rate"),
+    "optim.weight_decay": _AT_LEAST_0,
+    "optim.warmup_epochs": _AT_LEAST_0,
+    "optim.ema_decay": (lambda v: 0 <= v < 1, "0 (off) or a decay in (0, 1)"),
+    "optim.freeze_bn_at": _FRACTION,
+    "teacher.epochs": _AT_LEAST_1,
+    "teacher.lr": (lambda v: v > 0, "a positive learning rate"),
+    "distill.latency_runs": _AT_LEAST_1,
+}
+
+
+def _check_limits(recipe: DictConfig, source: str) -> None:
+    for key, (ok, expected) in LIMITS.items():
+        value = OmegaConf.select(recipe, key)
+        if value is not None and not ok(value):
+            raise RecipeError(f"{source}: '{key}' is {value}, expected {expected}")
 
 
 def _check_keys(values: Any, schema: type, source: str, prefix: str = "") -> None:
@@ -301,15 +342,8 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
             raise RecipeError(f"{where}: bad value for '{key}': {err.msg}") from err
     origin = f"{source} (+ command line)" if cli else source
     _check_choices(schema, origin)
+    _check_limits(schema, origin)
     recipe = OmegaConf.to_object(schema)
-    for key in ("devices", "num_nodes"):
-        if getattr(recipe.trainer, key) < 1:
-            raise RecipeError(f"{origin}: 'trainer.{key}' is {getattr(recipe.trainer, key)}, "
-                              "expected a positive number")
-    if recipe.trainer.checkpoint_every_steps < 0:
-        raise RecipeError(f"{origin}: 'trainer.checkpoint_every_steps' is "
-                          f"{recipe.trainer.checkpoint_every_steps}, expected 0 (epoch ends "
-                          "only) or a positive number of steps")
     problems = search_problems(recipe.search)
     if problems:
         raise RecipeError(f"{origin}: {problems[0]}")

@@ -127,6 +127,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe, args.overrides)
     cfg, out_dir = search_settings(recipe)
+    if args.level != "zero_shot":
+        return _trained_search(args, recipe, out_dir)
+    if args.member is not None:
+        raise RecipeError("--member K goes with --level modular")
     if args.profile:
         from students.nas.latency import profile_latency_table
 
@@ -154,6 +158,23 @@ def _cmd_search(args: argparse.Namespace) -> int:
           f"{result.score:.4g}  params {m['params'] / 1e6:.2f}M  MACs {m['macs'] / 1e9:.3f}B "
           f"at {cfg.image_size} px  layers {m['layers']}{latency}")
     print(f"structure: {result.files['structure']}")
+    return 0
+
+
+def _trained_search(args: argparse.Namespace, recipe, out_dir: Path) -> int:
+    """`distill search --level structural | modular`: SM-NAS, candidates trained briefly."""
+    from students.nas.levels import run_level
+    from students.nas.results import summary_lines
+
+    if args.profile:
+        raise RecipeError("--profile measures the zero-shot level's latency table; the "
+                          f"{args.level} level times every candidate end to end")
+    try:
+        result = run_level(recipe, args.level, out_dir, member=args.member, resume=args.resume,
+                           progress=not args.no_progress, recipe_path=args.recipe)
+    except KeyboardInterrupt:
+        return 130
+    print("\n".join(summary_lines(result)))
     return 0
 
 
@@ -264,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.set_defaults(func=_cmd_data)
 
     search = sub.add_parser(
-        "search", help="zero-shot (MAE-NAS) search of a backbone structure under a budget"
+        "search", help="zero-shot (MAE-NAS) search of a backbone structure under a budget, or "
+        "SM-NAS's structural / modular search of trained candidate detectors"
     )
     search.add_argument("recipe")
     search.add_argument("overrides", nargs="*", help="key=value overrides, e.g. search.seed=1")
@@ -278,6 +300,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue from the output folder's population.json"
     )
     search.add_argument("--no-progress", action="store_true", help="no progress bar")
+    search.add_argument(
+        "--level", choices=["zero_shot", "structural", "modular"], default="zero_shot",
+        help="zero_shot (default): MAE-NAS backbone search, no training; structural: SM-NAS "
+        "backbone / neck / levels / head / input size, each candidate trained "
+        "search.train_steps steps and timed; modular: channel plan and widths around --member",
+    )
+    search.add_argument("--member", type=int, default=None,
+                        help="--level modular: the member K of the structural front.json")
     search.set_defaults(func=_cmd_search)
 
     imp = sub.add_parser(

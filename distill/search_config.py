@@ -1,7 +1,10 @@
-"""The ``search:`` section of a recipe: `distill search` (MAE-NAS evolutionary search) settings.
+"""The ``search:`` section of a recipe: `distill search` settings.
 
-Kept apart from ``distill.config`` to keep that file short; ``Recipe.search`` is a
-``SearchConfig``. ``search_problems`` lists what is wrong with one (checked by ``load_recipe``).
+The zero-shot level (MAE-NAS, the default) scores backbone structures without data; the
+trained levels (SM-NAS: ``--level structural`` and ``--level modular``) train every candidate
+detector briefly. Kept apart from ``distill.config`` to keep that file short; ``Recipe.search``
+is a ``SearchConfig``. ``search_problems`` lists what is wrong with one (checked by
+``load_recipe``).
 """
 
 from __future__ import annotations
@@ -11,14 +14,20 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from students.nas.space import SearchSpace
+from students.nas.structural import GENE_LISTS, MAX_LEVELS, NECKS, StructuralSpace
 
 SCORES: tuple[str, ...] = ("entropy", "closed_form")
 MUTATIONS: tuple[str, ...] = ("width", "bottleneck", "depth", "kernel", "class")
+METRICS: tuple[str, ...] = ("map", "map_50")  # the trained levels' accuracy proxy
+COSTS: tuple[str, ...] = ("latency_ms", "macs")  # the structural level's cost
+NORMS: tuple[str, ...] = ("bn", "gn_ws")
 
 
 @dataclass
 class BudgetConfig:
-    """Upper bounds for the searched backbone (null: no limit), at ``search.image_size``."""
+    """Upper bounds (null: no limit). Zero-shot: of the searched backbone at
+    ``search.image_size``, latency from the latency table. Structural and modular: of the whole
+    detector at its own input size, latency measured end to end (``layers`` not used)."""
 
     params: Optional[float] = None  # parameters (convs and BatchNorms), e.g. 2e6
     macs: Optional[float] = None  # multiply-adds of one image, e.g. 4e8 (0.4 GMACs)
@@ -28,8 +37,23 @@ class BudgetConfig:
 
 
 @dataclass
+class ModularConfig:
+    """`distill search --level modular --member K`: around front member K of the structural
+    search, the backbone's channel plan (searched backbones) and the neck and head widths,
+    against FLOPs. Null lists: SM-NAS's sets scaled to the member (students/nas/modular.py)."""
+
+    initial_widths: Optional[list[int]] = None  # the plan's initial width (SM-NAS: 48..72)
+    neck_widths: Optional[list[int]] = None  # SM-NAS: {128, 256, 512}
+    head_widths: Optional[list[int]] = None  # conv heads (fpn, repgfpn); bifpn's follow the neck
+    max_depth: int = 10  # units per stage in a plan
+    norm: str = "gn_ws"  # model.options.norm of every candidate: gn_ws (SM-NAS) | bn
+    flops_ratio: float = 1.0  # FLOPs budget: the member's FLOPs times this
+
+
+@dataclass
 class SearchConfig:
-    """`distill search`: zero-shot (MAE-NAS) evolutionary search of a backbone structure."""
+    """`distill search`: zero-shot (MAE-NAS) evolutionary search of a backbone structure, or
+    (``--level structural`` / ``modular``) SM-NAS's search of trained candidate detectors."""
 
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     space: SearchSpace = field(default_factory=SearchSpace)  # what a structure may look like
@@ -48,6 +72,20 @@ class SearchConfig:
     latency_table: Optional[str] = None
     checkpoint_every: int = 100  # save population.json every N candidates (and at the end)
     output: Optional[str] = None  # results folder; null: <output_dir>/<name>/search
+    # --- structural and modular levels (each candidate trained briefly) ---
+    evaluations: int = 100  # candidates trained (new, within the budget)
+    train_steps: int = 150  # optimizer steps per candidate; same seed and data order for all
+    val_batches: Optional[int] = None  # validation batches of the accuracy proxy (null: all)
+    metric: str = "map"  # accuracy proxy: map | map_50 (validation, after the short training)
+    cost: str = "latency_ms"  # structural front and selection: latency_ms (measured) | macs
+    latency_runs: int = 10  # timed forward passes per candidate (batch 1, after 3 warm-up)
+    trained_population: int = 12  # members kept for breeding (Pareto rank, then accuracy)
+    random_initial: int = 8  # random candidates trained before evolution starts
+    crossover: float = 0.5  # share of children bred by crossover of two parents (then mutated)
+    references: list[str] = field(default_factory=list)  # presets trained the same way, for
+    # comparison in front.json / front.png (e.g. efficientdet_dm3)
+    structural: StructuralSpace = field(default_factory=StructuralSpace)
+    modular: ModularConfig = field(default_factory=ModularConfig)
 
 
 def _positive(value: float | None) -> bool:
@@ -102,4 +140,56 @@ def search_problems(cfg: SearchConfig) -> list[str]:
     for key in ("image_size", "score_image_size", "score_batch", "repeats", "checkpoint_every"):
         if getattr(cfg, key) < 1:
             found.append(f"'search.{key}' is {getattr(cfg, key)}, expected >= 1")
+    return found + trained_problems(cfg)
+
+
+def _choice(found: list[str], key: str, value: object, allowed: tuple) -> None:
+    if value not in allowed:
+        found.append(f"'{key}' is {value!r}, expected one of {', '.join(map(str, allowed))}")
+
+
+def trained_problems(cfg: SearchConfig) -> list[str]:
+    """Problems of the structural / modular settings, as ``'search.<key>' ...`` messages."""
+    found: list[str] = []
+    for key in ("evaluations", "train_steps", "latency_runs", "random_initial"):
+        if getattr(cfg, key) < 1:
+            found.append(f"'search.{key}' is {getattr(cfg, key)}, expected >= 1")
+    if cfg.trained_population < 2:
+        found.append(f"'search.trained_population' is {cfg.trained_population}, expected >= 2")
+    if cfg.val_batches is not None and cfg.val_batches < 1:
+        found.append(f"'search.val_batches' is {cfg.val_batches}, expected >= 1 or null")
+    if not 0.0 <= cfg.crossover <= 1.0:
+        found.append(f"'search.crossover' is {cfg.crossover}, expected a share in [0, 1]")
+    _choice(found, "search.metric", cfg.metric, METRICS)
+    _choice(found, "search.cost", cfg.cost, COSTS)
+    space = cfg.structural
+    for gene, key in GENE_LISTS.items():
+        values = getattr(space, key)
+        if not values:
+            found.append(f"'search.structural.{key}' is empty, expected at least one value")
+        elif gene not in ("backbone", "neck") and any(
+                isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+            found.append(f"'search.structural.{key}' is {values}, expected positive integers")
+    bad = [n for n in space.necks if n not in NECKS]
+    if bad:
+        found.append(f"'search.structural.necks' has {bad}, expected names from "
+                     f"{', '.join(NECKS)}")
+    bad = [v for v in space.max_levels if v not in MAX_LEVELS]
+    if bad:
+        found.append(f"'search.structural.max_levels' has {bad}, expected values from "
+                     f"{list(MAX_LEVELS)} (P3-P5, P3-P6, P3-P7)")
+    bad = [v for v in space.image_sizes if isinstance(v, int) and v % 128]
+    if bad:
+        found.append(f"'search.structural.image_sizes' has {bad}, expected multiples of 128")
+    mod = cfg.modular
+    _choice(found, "search.modular.norm", mod.norm, NORMS)
+    for key in ("initial_widths", "neck_widths", "head_widths"):
+        values = getattr(mod, key)
+        if values is not None and (not values or any(v < 1 for v in values)):
+            found.append(f"'search.modular.{key}' is {values}, expected positive widths or "
+                         "null (SM-NAS's, scaled to the member)")
+    if mod.max_depth < 1:
+        found.append(f"'search.modular.max_depth' is {mod.max_depth}, expected >= 1")
+    if not _positive(mod.flops_ratio):
+        found.append(f"'search.modular.flops_ratio' is {mod.flops_ratio}, expected > 0")
     return found

@@ -1,13 +1,16 @@
 """The evolutionary search's state and its files: ``population.json`` (to resume) and JSON I/O.
 
 ``SearchState`` is everything the search loop reads or changes between two candidates; saved
-with ``save_state`` and read back with ``load_state`` it continues bit for bit.
+with ``save_state`` and read back with ``load_state`` it continues bit for bit. What a member
+is (a backbone structure, or a trained candidate detector) is the ``Codec``'s business: the
+zero-shot search stores structures (``STRUCTURES``), the trained levels their own genes.
 """
 
 from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,12 +34,30 @@ def structure_key(structure: Structure) -> str:
 
 @dataclass
 class Member:
-    """A scored structure of the population, with its measures (params, macs, ...)."""
+    """A scored member of the population (a structure, or a candidate of a trained search),
+    with its measures (params, macs, ...)."""
 
-    structure: Structure
+    structure: Any
     score: float
     measures: dict[str, Any]
     key: str
+
+
+@dataclass(frozen=True)
+class Codec:
+    """How members are written to and read from ``population.json``: the file's format name,
+    the JSON key of a member's genes, and the two conversions (``decode(json, source)`` returns
+    the genes and their key)."""
+
+    format: str
+    field: str
+    encode: Callable[[Any], Any]
+    decode: Callable[[Any, str], tuple[Any, str]]
+
+
+def _decode_structure(blocks: Any, source: str) -> tuple[Structure, str]:
+    structure = structure_from_json(blocks, source=source)
+    return structure, structure_key(structure)
 
 
 def _rank(member: Member) -> tuple[float, str]:
@@ -63,13 +84,23 @@ class SearchState:
     history: dict[str, Any] = field(
         default_factory=lambda: {"score": [], "best": [], "kept": "", "tries": []}
     )
+    # every scored member, in order (the trained levels keep it for the Pareto front); None:
+    # not kept (the zero-shot search scores thousands)
+    archive: list[Member] | None = None
+    # ranks the population, best first (default: by score); not saved, the search sets it
+    order: Callable[[list[Member]], list[Member]] | None = None
 
     def add(self, member: Member, size: int) -> bool:
         """Insert a scored candidate, keep the best ``size``; True when it stayed in."""
         self.population.append(member)
-        self.population.sort(key=_rank)
+        if self.order is not None:
+            self.population = self.order(self.population)
+        else:
+            self.population.sort(key=_rank)
         del self.population[size:]
         kept = any(m is member for m in self.population)
+        if self.archive is not None:
+            self.archive.append(member)
         self.evaluated += 1
         self.history["score"].append(member.score)
         self.history["best"].append(self.population[0].score)
@@ -97,14 +128,30 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     write_text_atomic(path, dumps(data))
 
 
-def save_state(path: Path, state: SearchState) -> None:
+STRUCTURES = Codec(POPULATION_FORMAT, "blocks", structure_to_json, _decode_structure)
+
+
+def _members_json(members: list[Member], codec: Codec) -> list[dict[str, Any]]:
+    return [{codec.field: codec.encode(m.structure), "score": m.score, "measures": m.measures}
+            for m in members]
+
+
+def _members(items: Any, codec: Codec, source: str) -> list[Member]:
+    members = []
+    for i, item in enumerate(items):
+        genes, key = codec.decode(item[codec.field], f"{source}[{i}]")
+        members.append(Member(genes, float(item["score"]), dict(item["measures"]), key))
+    return members
+
+
+def save_state(path: Path, state: SearchState, codec: Codec = STRUCTURES) -> None:
     """Write ``state`` to ``path`` (``population.json``) atomically."""
     version, internal, gauss = state.rng.getstate()
+    archive = {} if state.archive is None else {"archive": _members_json(state.archive, codec)}
     write_json(path, {
-        "format": POPULATION_FORMAT,
+        "format": codec.format,
         "settings": state.settings,
-        "population": [{"blocks": structure_to_json(m.structure), "score": m.score,
-                        "measures": m.measures} for m in state.population],
+        "population": _members_json(state.population, codec),
         "evaluated": state.evaluated,
         "attempts": state.attempts,
         "rejected": state.rejected,
@@ -114,24 +161,24 @@ def save_state(path: Path, state: SearchState) -> None:
         "rng": {"version": version, "internal": list(internal), "gauss": gauss},
         "history": state.history,
         "seen": sorted(state.seen),
+        **archive,
     })
 
 
-def load_state(path: Path) -> SearchState:
+def load_state(path: Path, codec: Codec = STRUCTURES) -> SearchState:
     """Read a ``population.json`` written by ``save_state``; errors name the file."""
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err}); start a new search without "
                          "--resume") from err
-    if not isinstance(data, dict) or data.get("format") != POPULATION_FORMAT:
-        raise ValueError(f"{path}: not a population file of format {POPULATION_FORMAT}")
+    if not isinstance(data, dict) or data.get("format") != codec.format:
+        raise ValueError(f"{path}: not a population file of format {codec.format}")
     try:
-        population = []
-        for i, item in enumerate(data["population"]):
-            structure = structure_from_json(item["blocks"], source=f"{path}: population[{i}]")
-            population.append(Member(structure, float(item["score"]), dict(item["measures"]),
-                                     structure_key(structure)))
+        population = _members(data["population"], codec, f"{path}: population")
+        archive = None
+        if "archive" in data:
+            archive = _members(data["archive"], codec, f"{path}: archive")
         rng = random.Random()
         saved = data["rng"]
         rng.setstate((saved["version"], tuple(saved["internal"]), saved["gauss"]))
@@ -140,7 +187,7 @@ def load_state(path: Path) -> SearchState:
             evaluated=int(data["evaluated"]), attempts=int(data["attempts"]),
             rejected={**dict.fromkeys(REJECT_REASONS, 0), **data["rejected"]},
             rejected_in_a_row=int(data["rejected_in_a_row"]), stalled=bool(data["stalled"]),
-            seconds=float(data["seconds"]), history=data["history"],
+            seconds=float(data["seconds"]), history=data["history"], archive=archive,
         )
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{path}: malformed population file ({type(err).__name__}: {err}); "

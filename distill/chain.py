@@ -176,7 +176,10 @@ def check_chain(recipe: Recipe, data: DetectionDataModule | None, batches: int) 
         path = teacher_checkpoint(link) if teacher.index == 0 or teacher.spec.checkpoint else None
         same_size = data is not None and resolve_image_size(link) == data.image_size
         try:
-            report = check_link(link, data if same_size else prepare_data(link), batches, path)
+            pending = (f"distill run distils it in link {number - 1}" if teacher.index
+                       else "distill run trains it")
+            report = check_link(link, data if same_size else prepare_data(link), batches, path,
+                                pending)
         except RecipeError as err:
             raise RecipeError(f"distill.chain {who}: {err} (the link's terms: "
                               f"{teacher.key}.terms, default distill.terms)") from err

@@ -40,6 +40,7 @@ from distill.training import (
     new_run_dir,
     prepare_data,
     train,
+    trained_checkpoint,
 )
 
 CHANCE_MAP50 = 0.02  # a teacher below this mAP50 on the check batches is "at chance"
@@ -101,7 +102,7 @@ def teacher_checkpoint(recipe: Recipe) -> Path | None:
         return path
     cached = teacher_cache_dir(recipe)
     if (cached / "metrics.json").is_file() and (cached / "checkpoints" / "last.ckpt").is_file():
-        return cached / "checkpoints" / "last.ckpt"
+        return cached / "checkpoints" / f"{recipe.teacher.use}.ckpt"  # last.ckpt or best.ckpt
     return None
 
 
@@ -174,9 +175,11 @@ def check(recipe: Recipe, data: DetectionDataModule | None = None, batches: int 
     return check_link(recipe, data or prepare_data(recipe), batches, teacher_checkpoint(recipe))
 
 
-def check_link(recipe: Recipe, data: DetectionDataModule, batches: int, path: Path | None) -> dict:
+def check_link(recipe: Recipe, data: DetectionDataModule, batches: int, path: Path | None,
+               pending: str = "distill run trains it") -> dict:
     """``check`` of one teacher -> student pair, the teacher's weights at ``path`` (None: none
-    yet; the teacher is built untrained to check the pairing)."""
+    yet, ``pending`` says how they will come; the teacher is built untrained to check the
+    pairing)."""
     if path is not None:
         teacher = load_teacher(recipe, data.num_classes, path)
     else:
@@ -198,7 +201,7 @@ def check_link(recipe: Recipe, data: DetectionDataModule, batches: int, path: Pa
     print(f"student  {recipe.model.name:<20} {report['student']['params'] / 1e6:7.2f}M params"
           f"  input {student_size}")
     print(f"teacher  {recipe.teacher.model.name:<20} {report['teacher']['params'] / 1e6:7.2f}M "
-          f"params  input {teacher_size}  weights: {path or 'none yet (distill run trains it)'}")
+          f"params  input {teacher_size}  weights: {path or f'none yet ({pending})'}")
     print_terms(terms)
     print(f"distillation terms: {report['distiller_params']} trainable params in all")
     if path is not None:
@@ -251,19 +254,21 @@ def run_teacher(
     """Reuse the recipe's (or a cached) teacher checkpoint, or train one; with its metrics.
     ``stage`` names it in the log (a chain trains its teachers and middle baselines here)."""
     path = teacher_checkpoint(recipe)
+    metrics: dict[str, Any] = {}
     if path is None:
         cache = teacher_cache_dir(recipe)
         print(f"== stage {stage}: training {recipe.teacher.model.name} into {cache}")
         metrics = train(teacher_recipe(recipe), run_dir=cache)
-        path = Path(metrics["checkpoint"])
+        path = trained_checkpoint(metrics, recipe.teacher.use)
     elif (path.parent.parent / "metrics.json").is_file() and not recipe.teacher.checkpoint:
         print(f"== stage {stage}: reusing {path} (same teacher recipe as an earlier run)")
         metrics = OmegaConf.to_container(OmegaConf.load(path.parent.parent / "metrics.json"))
-    else:
+    if not metrics or recipe.teacher.use == "best":  # a training's metrics are its last weights'
         from distill.training import evaluate
 
         print(f"== stage {stage}: evaluating {path}")
-        metrics = evaluate(teacher_recipe(recipe), path, output=run_dir / "teacher-eval.json")
+        metrics = {**metrics, **evaluate(teacher_recipe(recipe), path,
+                                         output=run_dir / "teacher-eval.json")}
     metrics["checkpoint"] = str(path)
     return load_teacher(recipe, num_classes, path), metrics, path
 

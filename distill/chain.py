@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from torch import distributed as dist
 from torch import nn
 
 from distill.config import ModelConfig, Recipe, RecipeError
@@ -163,7 +164,8 @@ def link_terms(link: Recipe) -> list[str]:
 
 def check_chain(recipe: Recipe, data: DetectionDataModule | None, batches: int) -> dict:
     """``distill check`` of every link, first to last; a link that cannot be distilled with its
-    terms stops with a ``RecipeError`` naming the link."""
+    terms stops with a ``RecipeError`` naming the link. Returns ``{"links": [...],
+    "teacher_at_chance": ...}``."""
     entries = resolve_chain(recipe)
     check_model(recipe.model)
     students = [e.model for e in entries[1:]] + [recipe.model]
@@ -184,7 +186,8 @@ def check_chain(recipe: Recipe, data: DetectionDataModule | None, batches: int) 
             raise RecipeError(f"distill.chain {who}: {err} (the link's terms: "
                               f"{teacher.key}.terms, default distill.terms)") from err
         links.append({"link": number, "teacher_key": teacher.key, **report})
-    return {"links": links}
+    # `distill check` exits 1 when a teacher with weights is at chance level, in any link
+    return {"links": links, "teacher_at_chance": any(li.get("teacher_at_chance") for li in links)}
 
 
 def wants_baseline(recipe: Recipe, entry: ChainEntry) -> bool:
@@ -211,6 +214,8 @@ def run_middle(recipe: Recipe, prev: ChainEntry, entry: ChainEntry, teacher: nn.
         print(f"== stage {stage}: {entry.spec.name} ({entry.key}) taught by {prev.spec.name}")
         metrics, _ = run_distilled(middle, teacher, num_classes, stage_dir)
         path = Path(metrics["checkpoint"])
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()  # under DDP the first process writes student.ckpt; all then read it
         model = load_teacher(link_recipe(recipe, entry, recipe.model, path), num_classes, path)
     rows[stage] = entry_row(recipe, entry, model, metrics, num_classes)
     link = {"teacher": prev.stage, "student": stage, "baseline": None,

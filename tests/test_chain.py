@@ -29,7 +29,6 @@ def logged_columns(stage_dir: Path) -> set[str]:
         return set(next(csv.reader(handle)))
 
 
-@pytest.mark.slow
 def test_chain_distils_every_link_reports_them_and_resumes(tmp_path, capsys):
     out = run(chain_recipe(tmp_path))
     run_dir = Path(out["run_dir"])
@@ -105,6 +104,7 @@ def test_check_shows_every_link_and_stops_on_a_link_its_terms_cannot_pair(tmp_pa
     assert second["teacher"]["model"] == "efficientdet_dm2"
     assert second["teacher"]["checkpoint"] is None
     assert [t["kind"] for t in second["terms"]] == ["crosskd"]
+    assert report["teacher_at_chance"] is False  # no link's teacher has weights yet
     printed = capsys.readouterr().out
     assert ("== link 1: retinanet_tiny (distill.chain[0]) -> efficientdet_dm2 "
             "(distill.chain[1])") in printed

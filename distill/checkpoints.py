@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,18 @@ def load_weights_file(path: str | Path) -> Any:
         raise RecipeError(f"checkpoint not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = next((line for line in lines if "GLOBAL" in line), lines[0] if lines else "")
+        raise RecipeError(
+            f"{path}: refused: the file holds Python objects other than tensors and plain values "
+            f"({detail}); it is read with weights_only=True, so none of its code ran; expected a "
+            "`distill` checkpoint"
+        ) from err
     except Exception as err:
-        raise RecipeError(f"{path}: not a loadable checkpoint: {err}") from err
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise RecipeError(f"{path}: not a loadable checkpoint (truncated, or not a file torch.save "
+                          f"wrote): {first}") from err
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -31,20 +42,17 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
-def load_state_strict(
+def check_state_fits(
     module: nn.Module, state: dict[str, torch.Tensor], source: str, what: str = "the model"
 ) -> None:
-    """Load ``state`` into ``module``; any missing, unexpected or mis-shaped key stops with a list.
-
-    Nothing is loaded unless everything fits.
-    """
+    """Raise ``RecipeError`` listing the missing, unexpected and mis-shaped keys, if any."""
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     mismatched = [
-        f"{k}: {tuple(state[k].shape)} in file, {tuple(own[k].shape)} in model"
+        f"{k}: {tuple(getattr(state[k], 'shape', ()))} in file, {tuple(own[k].shape)} in model"
         for k in own
-        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+        if k in state and tuple(getattr(state[k], "shape", ())) != tuple(own[k].shape)
     ]
     if missing or unexpected or mismatched:
         parts = []
@@ -59,4 +67,14 @@ def load_state_strict(
                 )
                 parts.append(f"{label}: {shown}")
         raise RecipeError(f"{source}: does not fit {what}; " + "; ".join(parts))
+
+
+def load_state_strict(
+    module: nn.Module, state: dict[str, torch.Tensor], source: str, what: str = "the model"
+) -> None:
+    """Load ``state`` into ``module``; any missing, unexpected or mis-shaped key stops with a list.
+
+    Nothing is loaded unless everything fits.
+    """
+    check_state_fits(module, state, source, what)
     module.load_state_dict(state, strict=True)

@@ -40,6 +40,7 @@ from distill.training import (
     new_run_dir,
     prepare_data,
     train,
+    trained_checkpoint,
 )
 
 CHANCE_MAP50 = 0.02  # a teacher below this mAP50 on the check batches is "at chance"
@@ -101,7 +102,8 @@ def teacher_checkpoint(recipe: Recipe) -> Path | None:
         return path
     cached = teacher_cache_dir(recipe)
     if (cached / "metrics.json").is_file() and (cached / "checkpoints" / "last.ckpt").is_file():
-        return cached / "checkpoints" / "last.ckpt"
+        metrics = OmegaConf.to_container(OmegaConf.load(cached / "metrics.json"))
+        return cached / "checkpoints" / trained_checkpoint(metrics, recipe.teacher.use).name
     return None
 
 
@@ -253,19 +255,21 @@ def run_teacher(
     """Reuse the recipe's (or a cached) teacher checkpoint, or train one; with its metrics.
     ``stage`` names it in the log (a chain trains its teachers and middle baselines here)."""
     path = teacher_checkpoint(recipe)
+    metrics: dict[str, Any] = {}
     if path is None:
         cache = teacher_cache_dir(recipe)
         print(f"== stage {stage}: training {recipe.teacher.model.name} into {cache}")
         metrics = train(teacher_recipe(recipe), run_dir=cache)
-        path = Path(metrics["checkpoint"])
+        path = trained_checkpoint(metrics, recipe.teacher.use)
     elif (path.parent.parent / "metrics.json").is_file() and not recipe.teacher.checkpoint:
         print(f"== stage {stage}: reusing {path} (same teacher recipe as an earlier run)")
         metrics = OmegaConf.to_container(OmegaConf.load(path.parent.parent / "metrics.json"))
-    else:
+    if not metrics or recipe.teacher.use == "best":  # a training's metrics are its last weights'
         from distill.training import evaluate
 
         print(f"== stage {stage}: evaluating {path}")
-        metrics = evaluate(teacher_recipe(recipe), path, output=run_dir / "teacher-eval.json")
+        metrics = {**metrics, **evaluate(teacher_recipe(recipe), path,
+                                         output=run_dir / "teacher-eval.json")}
     metrics["checkpoint"] = str(path)
     return load_teacher(recipe, num_classes, path), metrics, path
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
-from distill.checkpoints import load_state_strict, read_checkpoint
+from distill.checkpoints import check_state_fits, load_state_strict, read_checkpoint
 from distill.config import Recipe, RecipeError, recipe_to_dict, recipe_to_yaml
 from distill.data import DetectionDataModule
 from distill.evaluation import write_json_atomic, write_text_atomic
@@ -24,7 +25,7 @@ from distill.lightning.freeze_bn import FreezeBatchNorm
 from distill.lightning.history import MetricHistory
 from distill.lightning.image_logging import ValidationImageLogger
 from distill.lightning.progress import EpochSummary
-from distill.lightning.resume import AtomicCheckpointIO, ResumeState
+from distill.lightning.resume import AtomicCheckpointIO, LastCheckpoint, ResumeState
 from distill.lightning.sync_bn import GlobalSyncBatchNorm
 from distill.models import build_model, list_models
 
@@ -49,9 +50,25 @@ def new_run_dir(recipe: Recipe) -> Path:
         while candidate.exists() and any(candidate.iterdir()):
             n += 1
             candidate = base.with_name(f"{base.name}-{n}")
-    candidate.mkdir(parents=True, exist_ok=True)
+    check_writable(candidate, "output_dir")
     os.environ[RUN_DIR_ENV] = f"{os.getpid()}\t{base}\t{candidate}"
     return candidate
+
+
+def check_writable(folder: str | Path, key: str = "output_dir") -> None:
+    """Create ``folder`` if needed and write a file in it; a ``RecipeError`` naming ``key`` and
+    the folder when that fails (a file in the way, no permission, a read-only disk)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise RecipeError(
+            f"{key}: cannot write run files into {folder} ({err.strerror or err}"
+            f"{': ' + str(err.filename) if err.filename else ''}); expected a writable folder "
+            "(created if missing)"
+        ) from err
 
 
 # "<pid>\t<output_dir/name>\t<folder chosen>": read by the DDP processes that pid starts
@@ -142,12 +159,13 @@ def build_logger(recipe: Recipe, run_dir: Path):
     )
 
 
-def build_trainer(recipe: Recipe, run_dir: Path, callbacks: list, logger) -> pl.Trainer:
+def build_trainer(recipe: Recipe, run_dir: Path, callbacks: list, logger,
+                  checkpoint_io: AtomicCheckpointIO | None = None) -> pl.Trainer:
     """A Lightning Trainer configured by the recipe's ``trainer`` section."""
     cfg = recipe.trainer
     precision = "32-true" if cfg.precision == "32" else cfg.precision
     multi = cfg.num_nodes > 1 or (isinstance(cfg.devices, int) and cfg.devices > 1)
-    plugins: list = [AtomicCheckpointIO()]
+    plugins: list = [checkpoint_io or AtomicCheckpointIO()]
     if multi if cfg.sync_batchnorm is None else cfg.sync_batchnorm:
         plugins.append(GlobalSyncBatchNorm())  # keeps timm's norm+act layers, runs on CPU too
     return pl.Trainer(
@@ -179,29 +197,32 @@ def fit(
 ) -> dict[str, Any]:
     """Fit ``module`` as the recipe's trainer section says; write checkpoints and metrics.json.
 
-    With ``resume: true`` and a ``run_dir/checkpoints/last.ckpt``, training continues from it
-    (weights, optimizer, scheduler, EMA, step, data position, RNG states).
+    Checkpoints: ``best.ckpt`` (best validation mAP) and ``last.ckpt`` (each epoch end, every
+    ``trainer.checkpoint_every_steps`` steps, the end of training: the final weights). With
+    ``resume: true`` and a ``run_dir/checkpoints/last.ckpt``, training continues from it
+    (weights, optimizer, scheduler, EMA, step, data position, RNG states); the file is read
+    weights-only and checked against ``module`` first.
 
-    Returns the final validation metrics (EMA weights when EMA is on) plus the run folder.
+    Returns the final validation metrics (EMA weights when EMA is on) plus the run folder;
+    ``last_checkpoint`` holds those final weights, ``best_checkpoint`` the best validated ones
+    (None when no validation ran), ``checkpoint`` is ``last_checkpoint``.
     """
+    folder = run_dir / "checkpoints"
+    checkpoint_io = AtomicCheckpointIO()
+    last = folder / "last.ckpt"
+    resume_from = str(last) if recipe.resume and last.is_file() else None
+    if resume_from:
+        state = checkpoint_io.preload(last)["state_dict"]
+        check_state_fits(module, state, f"resume: {last}", f"model '{recipe.model.name}' with "
+                         f"{len(module.class_names)} classes (another recipe's run folder?)")
+        print(f"resuming from {resume_from}")
     checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        filename="best",
-        monitor="val/map",
-        mode="max",
-        save_last=True,
-        enable_version_counter=False,  # overwrite best/last.ckpt, never add best-v1.ckpt
+        dirpath=folder, filename="best", monitor="val/map", mode="max",
+        enable_version_counter=False,  # overwrite best.ckpt, never add best-v1.ckpt
     )
-    callbacks: list = [checkpoint, ResumeState(data), MetricHistory(run_dir / "history.json"),
+    callbacks: list = [checkpoint, LastCheckpoint(folder, recipe.trainer.checkpoint_every_steps),
+                       ResumeState(data), MetricHistory(run_dir / "history.json"),
                        *(extra_callbacks or [])]
-    # last.ckpt at every epoch end (the callback above writes it only when it validates) or,
-    # with trainer.checkpoint_every_steps, every N optimizer steps
-    every = recipe.trainer.checkpoint_every_steps
-    callbacks.append(ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", save_top_k=0, save_last=True,
-        every_n_train_steps=every or None, every_n_epochs=None if every else 1,
-        save_on_train_epoch_end=not every, enable_version_counter=False,
-    ))
     if not recipe.trainer.progress_bar:
         callbacks.append(EpochSummary())
     if recipe.optim.ema_decay > 0:
@@ -213,11 +234,7 @@ def fit(
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     if recipe.logger == "wandb":
         callbacks.append(ValidationImageLogger())
-    trainer = build_trainer(recipe, run_dir, callbacks, logger)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    resume_from = str(last) if recipe.resume and last.is_file() else None
-    if resume_from:
-        print(f"resuming from {resume_from}")
+    trainer = build_trainer(recipe, run_dir, callbacks, logger, checkpoint_io)
     start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=resume_from)
     train_seconds = time.perf_counter() - start
@@ -230,7 +247,9 @@ def fit(
         "epochs": int(trainer.current_epoch),
         "model": recipe.model.name,
         "image_size": data.image_size,
-        "checkpoint": str(checkpoint.last_model_path),
+        "checkpoint": str(last),
+        "last_checkpoint": str(last),
+        "best_checkpoint": checkpoint.best_model_path or None,
         "run_dir": str(run_dir),
     }
     if trainer.is_global_zero:  # one writer under DDP
@@ -238,6 +257,26 @@ def fit(
     if logger and recipe.logger == "wandb":
         logger.experiment.finish()
     return metrics
+
+
+def trained_checkpoint(metrics: dict[str, Any], use: str = "last") -> Path:
+    """The checkpoint of a finished training (its ``metrics``) that ``use`` names: ``last`` (the
+    final weights, the ones ``metrics`` describe) or ``best`` (the best validation mAP).
+
+    Metrics written before both were recorded have ``checkpoint`` (``last.ckpt``) only.
+    """
+    if use not in ("last", "best"):
+        raise RecipeError(f"teacher.use: {use!r}; expected last or best")
+    path = metrics.get(f"{use}_checkpoint")
+    if path is None and use == "last":
+        path = metrics.get("checkpoint")
+    if path is None and use == "best":
+        folder = Path(metrics.get("checkpoint", "")).parent
+        path = str(folder / "best.ckpt") if (folder / "best.ckpt").is_file() else None
+    if path is None:
+        raise RecipeError(f"teacher.use: {use}: the training in {metrics.get('run_dir')} has no "
+                          f"{use} checkpoint (no validation ran?); use last")
+    return Path(path)
 
 
 def finished_metrics(recipe: Recipe, run_dir: Path) -> dict[str, Any] | None:
@@ -257,10 +296,10 @@ def train(recipe: Recipe, run_dir: Path | None = None) -> dict[str, Any]:
     continues from its ``last.ckpt``.
     """
     check_model_name(recipe)
+    check_writable(run_dir if run_dir is not None else recipe.output_dir)
     pl.seed_everything(recipe.seed, workers=True)
     data = prepare_data(recipe)
     run_dir = Path(run_dir) if run_dir is not None else new_run_dir(recipe)
-    run_dir.mkdir(parents=True, exist_ok=True)
     done = finished_metrics(recipe, run_dir)
     if done is not None:
         return done

@@ -191,6 +191,11 @@ def test_distill_run_writes_report_and_a_student_only_checkpoint(tmp_path, capsy
     assert "reusing" in capsys.readouterr().out
     second = json.loads((tmp_path / "runs" / "tiny-2" / "report.json").read_text())
     assert second["stages"]["teacher"]["checkpoint"] == stages["teacher"]["checkpoint"]
+    assert stages["teacher"]["checkpoint"].endswith("/checkpoints/last.ckpt")
+    # teacher.use=best: this teacher never validated (2 epochs, val_every 3), so it has none
+    assert main(["run", recipe_file, *tiny_overrides(tmp_path), "distill.stages=[teacher]",
+                 "teacher.use=best"]) == 2
+    assert "teacher.use: best: the training in" in capsys.readouterr().err
 
 
 def test_frozen_bn_phase_keeps_running_stats_while_weights_train(tmp_path):

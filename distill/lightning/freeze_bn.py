@@ -28,8 +28,15 @@ class FreezeBatchNorm(pl.Callback):
         """The first epoch (0-based) trained with frozen statistics."""
         return math.ceil(self.at * max(1, trainer.max_epochs or 1))
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def _apply(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.current_epoch >= self.start_epoch(trainer):
             for module in pl_module.model.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """A run resumed mid-epoch gets no ``on_train_epoch_start`` for that epoch."""
+        self._apply(trainer, pl_module)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._apply(trainer, pl_module)

@@ -4,6 +4,9 @@ A checkpoint written by ``fit`` holds, besides Lightning's own state (model incl
 modules, optimizer, LR scheduler, loop counters and so ``global_step``, which the distillation
 weight is a function of, callback states incl. the EMA model): the RNG states of python, numpy
 and torch (CPU and CUDA) and the position in the training data (epoch, batches trained in it).
+
+Checkpoints are read with ``weights_only=True`` (``AtomicCheckpointIO.load_checkpoint``), also
+the one Lightning resumes from, so a file with pickled code in it is refused, never run.
 """
 
 from __future__ import annotations
@@ -17,11 +20,21 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import Checkpoint
+
+from distill.checkpoints import read_checkpoint
+from distill.config import RecipeError
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``torch.save`` to a temporary file in the target folder, then ``os.replace``: a kill
-    leaves either the previous checkpoint or the new one, never a truncated file."""
+    leaves either the previous checkpoint or the new one, never a truncated file. Reads are
+    ``weights_only`` (``read_checkpoint``); ``preload`` hands Lightning a file read (and checked)
+    before ``trainer.fit``, so it is not read twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._preloaded: dict[str, dict[str, Any]] = {}
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None
@@ -29,16 +42,70 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError(f"AtomicCheckpointIO takes no storage_options, got {storage_options}")
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as handle:
                 torch.save(checkpoint, handle)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
+        except OSError as err:
+            raise RecipeError(
+                f"{path}: the checkpoint could not be written ({err.strerror or err}); the "
+                "previous file, if any, is kept. Free disk space or choose another output_dir"
+            ) from err
         finally:
             tmp.unlink(missing_ok=True)
+
+    def preload(self, path: str | os.PathLike) -> dict[str, Any]:
+        """Read ``path`` now (weights only, clear error); the next ``load_checkpoint`` of it
+        returns this dict."""
+        checkpoint = read_checkpoint(path)
+        self._preloaded[str(Path(path).resolve())] = checkpoint
+        return checkpoint
+
+    def load_checkpoint(
+        self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        """The preloaded dict of ``path``, else ``read_checkpoint(path)``: ``weights_only=True``
+        whatever Lightning asks (tensors land on the CPU; Lightning moves them)."""
+        checkpoint = self._preloaded.pop(str(Path(path).resolve()), None)
+        return checkpoint if checkpoint is not None else read_checkpoint(path)
+
+
+class LastCheckpoint(Checkpoint):
+    """The one writer of ``dirpath/last.ckpt``: at every training epoch end (after that epoch's
+    validation), every ``every_n_steps`` optimizer steps when set, and when training ends.
+
+    Lightning 2.6's ``ModelCheckpoint(save_top_k=0, save_last=True)`` writes no ``last.ckpt`` at
+    epoch ends (only with a top-k save), so a resume went back to the last validated epoch. As a
+    ``Checkpoint`` this callback runs after the others' hooks, so ``ResumeState`` has counted the
+    batch when the state is saved.
+    """
+
+    def __init__(self, dirpath: str | os.PathLike, every_n_steps: int = 0) -> None:
+        self.path = Path(dirpath) / "last.ckpt"
+        self.every_n_steps = int(every_n_steps)
+        self._saved_step = -1
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        if not trainer.sanity_checking:
+            trainer.save_checkpoint(self.path, weights_only=False)  # the full state
+            self._saved_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        every = self.every_n_steps
+        if every and trainer.global_step % every == 0 and trainer.global_step != self._saved_step:
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer)  # also at a step just saved: now with the validation's results
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.global_step != self._saved_step:
+            self._save(trainer)
 
 
 def rng_states() -> dict[str, Any]:
@@ -95,6 +162,8 @@ class ResumeState(pl.Callback):
             epoch, batches = epoch + 1, 0
         self._resumed = (epoch, batches)
         self.data.resume_position = (epoch, batches)
+        # a restart mid-epoch calls no on_train_epoch_start: the counters go on from here
+        self.epoch, self.batches = epoch, batches
         self._rng = state["rng"]
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

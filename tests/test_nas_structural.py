@@ -242,3 +242,13 @@ def test_strided_pointwise_equals_the_strided_conv_and_trains_channels_last():
     backbone = backbone.to(memory_format=torch.channels_last)
     feats = backbone(torch.randn(8, 3, 128, 128).contiguous(memory_format=torch.channels_last))
     sum(f.sum() for f in feats).backward()  # crashed the process with nn.Conv2d(stride=2)
+
+
+def test_the_structural_search_recipe_loads():
+    recipe = load_recipe(REPO / "recipes" / "search_structural.yaml")
+    cfg = recipe.search
+    assert cfg.evaluations >= 100 and cfg.budget.macs and cfg.references == ["efficientdet_dm3"]
+    from students.nas.levels import check_backbones
+
+    check_backbones(cfg.structural)
+    assert cfg.structural.size() > 10_000

@@ -19,18 +19,19 @@ def load_weights_file(path: str | Path) -> Any:
         raise RecipeError(f"checkpoint not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        detail = next((line for line in lines if "GLOBAL" in line), lines[0] if lines else "")
-        raise RecipeError(
-            f"{path}: refused: the file holds Python objects other than tensors and plain values "
-            f"({detail}); it is read with weights_only=True, so none of its code ran; expected a "
-            "`distill` checkpoint"
-        ) from err
     except Exception as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        code = next((line for line in lines if "GLOBAL" in line), None)
+        if isinstance(err, pickle.UnpicklingError) and code:
+            raise RecipeError(
+                f"{path}: not a loadable checkpoint: refused, the file holds Python objects "
+                f"other than tensors and plain values ({code}); it is read with "
+                "weights_only=True, so none of its code ran"
+            ) from err
+        detail = lines[-2] if len(lines) > 2 and "documentation" in lines[-1] else (
+            lines[0] if lines else type(err).__name__)
         raise RecipeError(f"{path}: not a loadable checkpoint (truncated, or not a file torch.save "
-                          f"wrote): {first}") from err
+                          f"wrote): {type(err).__name__}: {detail}") from err
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

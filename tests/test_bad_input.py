@@ -128,7 +128,8 @@ def test_resume_never_runs_code_in_last_ckpt(tmp_path, monkeypatch):
     marker = tmp_path / "code-ran"
     message, last = resume_with(tmp_path, {"state_dict": {}, "extra": Payload(marker)})
     assert not marker.exists()
-    assert message.startswith(f"{last}: refused: the file holds Python objects")
+    assert message.startswith(f"{last}: not a loadable checkpoint: refused, the file holds "
+                              "Python objects")
     assert "none of its code ran" in message
 
 

@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
 from data_fixtures import CLASSES, IMAGES, coco_dict, voc_xml, write_image, write_voc
 
 from distill.data import DataConfig, DatasetError, DatasetWarning, DetectionDataModule
@@ -190,3 +191,40 @@ def test_a_file_broken_after_setup_fails_in_the_worker_without_its_traceback(tmp
     message = str(err.value)
     assert message.startswith(f"image {bad}: cannot be decoded")
     assert "Traceback" not in message and message.endswith("(in DataLoader worker process 0)")
+
+
+# --------------------------------------------------------------------------- image kinds
+
+
+def test_training_reads_images_as_inference_does(tmp_path):
+    """EXIF-rotated (sizes checked upright), 16-bit (scaled, not clipped) and RGBA (over white)
+    images give the pixels ``distill.images.read_image`` gives."""
+    import numpy as np
+    from PIL import Image
+
+    from distill.data.dataset import load_image
+    from distill.images import read_image
+
+    rotated = tmp_path / "JPEGImages" / "r.jpg"
+    rotated.parent.mkdir(parents=True)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 64 x 48, shown 48 x 64
+    Image.new("RGB", (64, 48), (200, 10, 10)).save(rotated, exif=exif)
+    deep = np.full((30, 40), 40000, dtype=np.uint16)
+    Image.fromarray(deep).save(tmp_path / "JPEGImages" / "d.png")
+    Image.new("RGBA", (40, 30), (0, 0, 0, 0)).save(tmp_path / "JPEGImages" / "t.png")
+    (tmp_path / "Annotations").mkdir()
+    for stem, w, h, ext in (("r", 48, 64, ".jpg"), ("d", 40, 30, ".png"), ("t", 40, 30, ".png")):
+        xml = voc_xml(stem, w, h, [(0, 1, 1, 20, 20)]).replace(".png", ext)
+        (tmp_path / "Annotations" / f"{stem}.xml").write_text(xml)
+    index = parse_voc(tmp_path, "train", val_fraction=0.34, split_seed=0)
+    index.samples += parse_voc(tmp_path, "val", val_fraction=0.34, split_seed=0).samples
+    assert {s.image_path.stem: (s.width, s.height) for s in index.samples} == {
+        "r": (48, 64), "d": (40, 30), "t": (40, 30)}
+    for sample in index.samples:
+        image = load_image(sample)
+        assert torch.equal(image, read_image(sample.image_path)), sample.image_path.name
+    pixels = {s.image_path.stem: load_image(s) for s in index.samples}
+    assert pixels["r"].shape == (3, 64, 48)
+    assert int(pixels["d"].max()) == 40000 >> 8  # not clipped to 255
+    assert int(pixels["t"].min()) == 255  # transparent over white

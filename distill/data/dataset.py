@@ -12,13 +12,17 @@ from distill.data.records import DatasetError, DatasetIndex, Sample
 
 
 def load_image(sample: Sample) -> torch.Tensor:
-    """The sample's image as uint8 ``[3, H, W]`` RGB (no EXIF rotation, as the annotations)."""
+    """The sample's image as uint8 ``[3, H, W]`` RGB, as inference reads it
+    (``distill.images.pil_to_rgb``): upright (EXIF orientation), 16-bit scaled to 8, grayscale
+    repeated, transparency over white."""
     from PIL import Image
+
+    from distill.images import pil_to_rgb
 
     try:
         with Image.open(sample.image_path) as im:
-            rgb = np.asarray(im.convert("RGB"))
-    except OSError as exc:
+            rgb = np.asarray(pil_to_rgb(im))
+    except (OSError, ValueError, SyntaxError) as exc:
         raise DatasetError(f"image {sample.image_path}: cannot be decoded: {exc}") from exc
     if rgb.shape[:2] != (sample.height, sample.width):
         raise DatasetError(

@@ -1,5 +1,8 @@
 """Reading image sizes and checking that image files decode, before any training.
 
+Sizes are upright, as people (and annotation tools) see the images: the EXIF orientation is
+applied, as ``dataset.load_image`` and inference (``distill.images``) apply it.
+
 A header alone says nothing about the pixel data: a JPEG cut short by an interrupted copy has a
 valid header and fails only when the image is decoded, i.e. during training. With ``decode`` the
 whole file is decoded once: JPEGs at 1/8 scale (``Image.draft``: libjpeg still reads and
@@ -15,10 +18,12 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 # (path, size in bytes, mtime in ns) of the files that decoded in this process
 _DECODED: set[tuple[str, int, int]] = set()
 MAX_THREADS = 8
+ORIENTATION = 0x0112  # the EXIF orientation tag
 
 
 def _file_key(path: Path) -> tuple[str, int, int]:
@@ -26,8 +31,17 @@ def _file_key(path: Path) -> tuple[str, int, int]:
     return str(path), stat.st_size, stat.st_mtime_ns
 
 
+def upright_size(image: Any) -> tuple[int, int]:
+    """``(width, height)`` of an open PIL image as a viewer shows it: an EXIF orientation of
+    5..8 (a quarter turn) swaps the sides. Read from the header (no decoding)."""
+    exif = image.getexif() if "exif" in image.info or image.format == "TIFF" else {}
+    width, height = int(image.width), int(image.height)
+    return (height, width) if exif.get(ORIENTATION) in (5, 6, 7, 8) else (width, height)
+
+
 def image_size(path: str | Path, decode: bool = False) -> tuple[int, int]:
-    """``(width, height)`` from the header; with ``decode`` the pixel data is decoded too.
+    """``(width, height)`` upright (``upright_size``) from the header; with ``decode`` the pixel
+    data is decoded too.
 
     Raises ``OSError`` naming what PIL found (not an image, truncated, corrupt, too large).
     """
@@ -37,7 +51,7 @@ def image_size(path: str | Path, decode: bool = False) -> tuple[int, int]:
     try:
         key = _file_key(path) if decode else None
         with Image.open(path) as im:
-            size = int(im.width), int(im.height)
+            size = upright_size(im)
             if key is not None and key not in _DECODED:
                 im.draft(None, (max(1, im.width // 8), max(1, im.height // 8)))  # JPEG only
                 im.load()

@@ -269,7 +269,8 @@ def validate_samples(
             if (raw.width, raw.height) != (width, height):
                 image_problem = (
                     SIZE_MISMATCH,
-                    f"image is {width}x{height} (w x h) but annotated as "
+                    f"image is {width}x{height} (w x h, upright: EXIF orientation applied) "
+                    f"but annotated as "
                     f"{raw.width}x{raw.height}; expected the annotated size",
                 )
         if image_problem is not None:

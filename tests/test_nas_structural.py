@@ -31,8 +31,8 @@ def tiny(data: Path, out: Path, *extra: str) -> list[str]:
     return [
         f"output_dir={out}", f"data.root={data}", "data.num_workers=0", "data.batch_size=8",
         "data.synthetic.num_train=16", "data.synthetic.num_val=4", "search.evaluations=3",
-        "search.train_steps=2", "search.random_initial=2", "search.latency_runs=2",
-        "search.cost=macs", f"search.budget.macs={BUDGET_MACS}",
+        "search.train_steps=2", "search.val_batches=1", "search.random_initial=2",
+        "search.latency_runs=2", "search.cost=macs", f"search.budget.macs={BUDGET_MACS}",
         "search.structural.backbones=[tinynet_e,maenas_dm3,mobilenetv3_small_075]",
         "search.structural.neck_widths=[8,16]", "search.structural.head_widths=[8,16]",
         "search.structural.neck_depths=[1,2]", "search.structural.head_depths=[1,2]",

@@ -30,8 +30,7 @@ KEPT_MODEL_KEYS = ("bn_momentum", "drop_path_rate", "fusion")  # the recipe's, f
 LATENCY_WARMUP = 3
 
 
-def candidate_recipe(recipe: Recipe, spec: dict[str, Any], steps: int | None = None,
-                     val_batches: int | None = None) -> Recipe:
+def candidate_recipe(recipe: Recipe, spec: dict[str, Any], steps: int | None = None) -> Recipe:
     """``recipe`` with ``spec`` as its whole ``model`` section (the recipe's ``bn_momentum``,
     ``drop_path_rate`` and ``fusion`` kept); with ``steps``, set up for a proxy training of that
     many optimizer steps (no validation until the end, no logger, no progress bar)."""
@@ -42,9 +41,6 @@ def candidate_recipe(recipe: Recipe, spec: dict[str, Any], steps: int | None = N
         values["logger"] = "none"
         values["trainer"].update(max_steps=steps, val_every=10**9, progress_bar=False,
                                  checkpoint_every_steps=0)
-        if val_batches is not None:
-            values["trainer"]["limit_val_batches"] = float(val_batches) if val_batches <= 1 \
-                else int(val_batches)
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Recipe), values))
 
 
@@ -113,7 +109,7 @@ class ProxyTrainer:
         from distill.lightning.freeze_bn import FreezeBatchNorm
         from distill.lightning.resume import ResumeState
 
-        recipe = candidate_recipe(self.recipe, spec, self.steps, self.val_batches)
+        recipe = candidate_recipe(self.recipe, spec, self.steps)
         data = self.data(int(spec["image_size"]))
         cfg = recipe.trainer
         pl.seed_everything(recipe.seed, workers=True, verbose=False)
@@ -130,7 +126,9 @@ class ProxyTrainer:
                 accelerator=cfg.accelerator, devices=1,
                 precision="32-true" if cfg.precision == "32" else cfg.precision,
                 gradient_clip_val=cfg.grad_clip or None, check_val_every_n_epoch=cfg.val_every,
-                num_sanity_val_steps=0, limit_val_batches=cfg.limit_val_batches,
+                num_sanity_val_steps=0,
+                # a count of batches (an int: Lightning reads 1.0 as all of them)
+                limit_val_batches=self.val_batches or cfg.limit_val_batches,
                 deterministic=cfg.deterministic, enable_progress_bar=False,
                 enable_model_summary=False, enable_checkpointing=False, logger=False,
                 callbacks=callbacks, use_distributed_sampler=False,

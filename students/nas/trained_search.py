@@ -206,7 +206,7 @@ def evolve(evaluator: Evaluator, out_dir: Path, resume: bool = False,
             try:
                 child = propose(level, state, cfg, rng)
                 member, reason = _evaluate(child, level, state, evaluator)
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into exit(1)
                 rng.setstate(before)  # the interrupted candidate never happened
                 raise
             state.seen.add(child.key)
@@ -222,7 +222,7 @@ def evolve(evaluator: Evaluator, out_dir: Path, resume: bool = False,
             save()
             bar.update(1)
             bar.set_postfix(best=f"{state.population[0].score:.4f}", refresh=False)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
         save()
         print(f"\nsearch interrupted; continue with --resume (saved {path})", file=sys.stderr)
         raise

@@ -16,6 +16,7 @@ matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 
 COLOURS = {"teacher": "tab:blue", "baseline": "tab:gray", "distilled": "tab:red"}
+MARKS = {"marker": "o", "markersize": 3}  # a run of one epoch is still a visible point
 RECALL_POINTS = [i / 100 for i in range(101)]  # COCO's recall thresholds
 
 
@@ -38,19 +39,19 @@ def plot_tradeoff(rows: dict[str, dict], path: Path) -> Path | None:
     points = {s: r for s, r in rows.items() if r.get("map") is not None}
     if not points:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     for ax, key, scale, label in ((axes[0], "latency_ms", 1.0, "CPU latency (ms, batch 1)"),
                                   (axes[1], "params", 1e6, "parameters (M)")):
         for i, (stage, row) in enumerate(points.items()):
             if row.get(key) is None:
                 continue
-            x = float(row[key]) / scale
-            ax.scatter(x, row["map"], s=60, color=colour(stage, i), zorder=3)
-            ax.annotate(f"{stage}\n{row.get('model', '')}", (x, row["map"]),
-                        textcoords="offset points", xytext=(6, 4), fontsize=8)
+            ax.scatter(float(row[key]) / scale, row["map"], s=60, color=colour(stage, i),
+                       zorder=3, label=f"{stage} ({row.get('model', '?')})")
         ax.set_xlabel(label)
         ax.set_ylabel("mAP@[.5:.95]")
         ax.grid(alpha=0.3)
+    if axes[0].collections:
+        axes[0].legend(fontsize=8)
     fig.suptitle("accuracy against cost")
     return _save(fig, path)
 
@@ -89,14 +90,14 @@ def plot_curves(histories: dict[str, list[dict]], path: Path) -> Path | None:
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     for i, (stage, records) in enumerate(histories.items()):
         det_key = "train/det_loss" if any("train/det_loss" in r for r in records) else "train/loss"
-        axes[0].plot(*_series(records, det_key), color=colour(stage, i), label=stage)
+        axes[0].plot(*_series(records, det_key), color=colour(stage, i), label=stage, **MARKS)
         names = sorted({k[len("train/kd_"):-len("_weight")] for r in records for k in r
                         if k.startswith("train/kd_") and k.endswith("_weight")})
-        for j, key in enumerate(f"train/kd_{name}" for name in names):
-            axes[1].plot(*_series(records, key), color=colour(stage, i),
-                         linestyle=("-", "--", ":", "-.")[j % 4], label=f"{stage} {key[8:]}")
-        axes[2].plot(*_series(records, "val/map"), marker="o", markersize=3,
-                     color=colour(stage, i), label=stage)
+        for j, name in enumerate(names):
+            axes[1].plot(*_series(records, f"train/kd_{name}"), color=colour(stage, i),
+                         linestyle=("-", "--", ":", "-.")[j % 4], label=f"{stage} {name}",
+                         **MARKS)
+        axes[2].plot(*_series(records, "val/map"), color=colour(stage, i), label=stage, **MARKS)
     titles = ("detection loss (train)", "distillation terms (train, unweighted)",
               "validation mAP@[.5:.95]")
     for ax, title in zip(axes, titles):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.evaluation import write_json_atomic, write_text_atomic
+from distill.plots import plot_report
 
 STAGES = ("teacher", "baseline", "distilled")
 
@@ -153,6 +154,21 @@ def format_comparison(comparison: dict[str, float | None]) -> list[str]:
     return lines
 
 
+PLOT_TITLES = {"tradeoff": "mAP against CPU latency and parameters",
+               "per_class_ap": "per-class AP", "curves": "training curves",
+               "pr_curves": "precision-recall curves at IoU 0.5"}
+
+
+def stage_folders(rows: dict[str, dict]) -> dict[str, Path]:
+    """Each stage's run folder (its ``metrics.json``, ``history.json``), from its checkpoint."""
+    folders = {}
+    for stage, row in rows.items():
+        if row.get("checkpoint"):
+            path = Path(row["checkpoint"]).parent
+            folders[stage] = path.parent if path.name == "checkpoints" else path
+    return folders
+
+
 def write_report(
     run_dir: str | os.PathLike, rows: dict[str, dict], extra: dict | None = None
 ) -> tuple[Path, Path]:
@@ -175,13 +191,17 @@ def write_report(
     comparison = compare_stages(ordered)
     if extra.get("links"):
         extra["links"] = compare_links(ordered, extra["links"])
-    payload = {"stages": ordered, **extra, "comparison": comparison}
+    pictures = plot_report(run_dir / "plots", ordered, stage_folders(ordered))
+    plots = {name: str(path.relative_to(run_dir)) for name, path in pictures.items()}
+    payload = {"stages": ordered, **extra, "comparison": comparison, "plots": plots}
     json_path = write_json_atomic(run_dir / "report.json", payload)
 
     parts = ["# Distillation report", "", format_report_table(ordered)]
     comparison_lines = format_comparison(comparison)
     if comparison_lines:
         parts += ["", *comparison_lines]
+    if plots:
+        parts += ["", *[f"![{PLOT_TITLES[name]}]({path})" for name, path in plots.items()]]
     if extra.get("links"):
         parts += ["", "## Chain", "", "Each link: the teacher distils the student with the "
                   "terms shown; gap closed = (distilled - alone) / (teacher - alone).", "",
@@ -211,7 +231,9 @@ def log_report_to_wandb(
     data = [[stage, *[rows[stage].get(c) for c in columns[1:]]] for stage in ordered_stages(rows)]
     run = wandb.init(project=project, name=f"{name}:report", dir=str(run_dir), mode=mode,
                      config=config, job_type="report", reinit="finish_previous")
-    run.log({"report": wandb.Table(columns=columns, data=data)})
+    pictures = {f"report/{png.stem}": wandb.Image(str(png))
+                for png in sorted((Path(run_dir) / "plots").glob("*.png"))}
+    run.log({"report": wandb.Table(columns=columns, data=data), **pictures})
     run.summary.update({f"{stage}/{key}": rows[stage].get(key) for stage in rows
                         for key in ("map", "map_50", "latency_ms")})
     run.summary.update({k: v for k, v in compare_stages(rows).items() if v is not None})

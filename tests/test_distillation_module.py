@@ -172,7 +172,11 @@ def test_distill_run_writes_report_and_a_student_only_checkpoint(tmp_path, capsy
     stages = report["stages"]
     assert stages["teacher"]["params"] > stages["baseline"]["params"]
     assert stages["baseline"]["params"] == stages["distilled"]["params"]
-    assert "| distilled | efficientdet_dm3 |" in (run_dir / "report.md").read_text()
+    markdown = (run_dir / "report.md").read_text()
+    assert "| distilled | efficientdet_dm3 |" in markdown
+    assert set(report["plots"]) == {"tradeoff", "per_class_ap", "curves", "pr_curves"}
+    for path in report["plots"].values():
+        assert (run_dir / path).stat().st_size > 10_000 and f"]({path})" in markdown
 
     student = Path(stages["distilled"]["checkpoint"])
     state = read_checkpoint(student)["state_dict"]

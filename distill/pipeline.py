@@ -72,11 +72,14 @@ def teacher_recipe(recipe: Recipe) -> Recipe:
     return derive(recipe, changes)
 
 
-def _without_unset(settings: Any) -> Any:
-    """``settings`` without null or empty values: a new optional key keeps earlier cache keys."""
+def _without_unset(settings: Any, defaults: Any = None) -> Any:
+    """``settings`` without null or empty values and without values equal to ``defaults``'s:
+    a key added to the recipe later, at its default, keeps earlier cache keys (and teachers)."""
     if not isinstance(settings, dict):
         return settings
-    kept = {key: _without_unset(value) for key, value in settings.items()}
+    defaults = defaults if isinstance(defaults, dict) else {}
+    kept = {key: _without_unset(value, defaults.get(key)) for key, value in settings.items()
+            if key not in defaults or value != defaults[key]}
     return {key: value for key, value in kept.items() if value is not None and value != {}}
 
 
@@ -89,7 +92,8 @@ def teacher_cache_dir(recipe: Recipe) -> Path:
     for key in ("progress_bar", "log_every", "checkpoint_every_steps"):
         settings["trainer"].pop(key)
     settings["data"].pop("num_workers")
-    digest = hashlib.sha1(OmegaConf.to_yaml(_without_unset(settings)).encode()).hexdigest()[:10]
+    settings = _without_unset(settings, recipe_to_dict(Recipe()))
+    digest = hashlib.sha1(OmegaConf.to_yaml(settings).encode()).hexdigest()[:10]
     return Path(recipe.output_dir) / "teachers" / f"{recipe.teacher.model.name}-{digest}"
 
 

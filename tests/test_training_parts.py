@@ -140,3 +140,20 @@ def test_sync_batchnorm_is_on_for_several_devices_only(tmp_path):
     single_recipe = load_recipe(quickstart, ["trainer.accelerator=cpu"])
     single = build_trainer(single_recipe, tmp_path, [], False)
     assert getattr(single.strategy, "_layer_sync", None) is None
+
+
+def test_teacher_cache_key_ignores_keys_at_their_defaults(tmp_path):
+    """A recipe key added in a later version, at its default, finds the teachers trained before
+    it; a value that shapes the teacher still changes the key."""
+    from distill.config import load_recipe
+    from distill.pipeline import _without_unset, teacher_cache_dir
+
+    defaults = {"data": {"batch_size": 8, "new_key": True}, "seed": 0}
+    before = {"data": {"batch_size": 16}, "seed": 0}
+    after = {"data": {"batch_size": 16, "new_key": True}, "seed": 0}
+    assert _without_unset(after, defaults) == _without_unset(before, defaults) == {
+        "data": {"batch_size": 16}}
+    base = teacher_cache_dir(load_recipe(None, [f"output_dir={tmp_path}"]))
+    same = load_recipe(None, [f"output_dir={tmp_path}", "data.verify_images=true"])
+    other = load_recipe(None, [f"output_dir={tmp_path}", "data.batch_size=4"])
+    assert teacher_cache_dir(same) == base != teacher_cache_dir(other)

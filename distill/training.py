@@ -56,12 +56,16 @@ def new_run_dir(recipe: Recipe) -> Path:
 
 
 def check_writable(folder: str | Path, key: str = "output_dir") -> None:
-    """Create ``folder`` if needed and write a file in it; a ``RecipeError`` naming ``key`` and
-    the folder when that fails (a file in the way, no permission, a read-only disk)."""
+    """Whether run files can be written into ``folder``: a file is written (and removed) in it
+    or, when it does not exist yet, in its nearest existing parent, so a check leaves nothing
+    behind. A ``RecipeError`` naming ``key`` and the folder when that fails (a file in the
+    way, no permission, a read-only disk)."""
     folder = Path(folder)
+    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "a file is in the way", str(existing))
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-test-"):
             pass
     except OSError as err:
         raise RecipeError(

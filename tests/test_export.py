@@ -57,6 +57,13 @@ def runner(path: Path, fmt: str):
     return run
 
 
+def needs_runtime(fmt: str) -> None:
+    """ONNX tests need the optional export extra (onnx, onnxruntime)."""
+    if fmt == "onnx":
+        pytest.importorskip("onnx")
+        pytest.importorskip("onnxruntime")
+
+
 def check_detections(outputs: list[np.ndarray], expected: list[dict], batch_size: int) -> None:
     boxes, scores, labels, index = (torch.from_numpy(np.asarray(o)) for o in outputs)
     assert labels.dtype == index.dtype == torch.int64
@@ -71,9 +78,7 @@ def check_detections(outputs: list[np.ndarray], expected: list[dict], batch_size
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_raw_outputs_equal_pytorch_at_any_batch_size(ckpt, batch, tmp_path, fmt):
-    if fmt == "onnx":
-        pytest.importorskip("onnx")
-        pytest.importorskip("onnxruntime")
+    needs_runtime(fmt)
     path = export(ckpt, tmp_path, fmt, nms=False)
     meta = json.loads(Path(f"{path}.json").read_text())
     assert meta["class_names"] == CLASSES and meta["outputs"][:2] == ["cls_logits", "box_deltas"]
@@ -91,9 +96,7 @@ def test_raw_outputs_equal_pytorch_at_any_batch_size(ckpt, batch, tmp_path, fmt)
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_nms_in_the_graph_gives_pytorchs_detections(ckpt, batch, tmp_path, fmt):
-    if fmt == "onnx":
-        pytest.importorskip("onnx")
-        pytest.importorskip("onnxruntime")
+    needs_runtime(fmt)
     path = export(ckpt, tmp_path, fmt, nms=True)
     run = runner(path, fmt)
     inputs, (_, _, detections) = batch
@@ -103,9 +106,7 @@ def test_nms_in_the_graph_gives_pytorchs_detections(ckpt, batch, tmp_path, fmt):
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_the_graph_keeps_its_settings_and_may_find_nothing(ckpt, tmp_path, fmt):
-    if fmt == "onnx":
-        pytest.importorskip("onnx")
-        pytest.importorskip("onnxruntime")
+    needs_runtime(fmt)
     path = export(ckpt, tmp_path, fmt, True, "--score-threshold", "0.999",
                   "--max-detections", "7")
     if fmt == "onnx":

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 
 from distill.evaluation import write_json_atomic
 
@@ -28,10 +29,13 @@ class MetricHistory(pl.Callback):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.records: list[dict[str, Any]] = []
-        self._sums: dict[str, float] = {}
+        self._sums: dict[str, torch.Tensor | float] = {}
         self._counts: dict[str, int] = {}
 
-    def _add(self, key: str, value: float) -> None:
+    def _add(self, key: str, value: torch.Tensor | float) -> None:
+        """Summed where the value lives (no host-device sync per step); read at epoch end."""
+        if isinstance(value, torch.Tensor):
+            value = value.detach().float()
         self._sums[key] = self._sums.get(key, 0.0) + value
         self._counts[key] = self._counts.get(key, 0) + 1
 
@@ -44,14 +48,14 @@ class MetricHistory(pl.Callback):
     ) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if loss is not None:
-            self._add("train/loss", float(loss))
+            self._add("train/loss", loss)
         every = trainer.log_every_n_steps
         # the other train/ values are logged on Lightning's logging steps only (the step counter
         # has already moved on here): read them on those steps, not their stale copies after
         if every > 0 and trainer.global_step % every == 0:
             for key, value in trainer.callback_metrics.items():
                 if key.startswith("train/") and key != "train/loss" and value.numel() == 1:
-                    self._add(key, float(value))
+                    self._add(key, value)
 
     def _record(self, epoch: int) -> dict[str, Any]:
         """The record of ``epoch`` (1-based), made if missing; later epochs are dropped (a
@@ -68,7 +72,8 @@ class MetricHistory(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         record = self._record(trainer.current_epoch + 1)
         record["step"] = int(trainer.global_step)
-        record.update({k: round(self._sums[k] / self._counts[k], 6) for k in sorted(self._sums)})
+        record.update({k: round(float(self._sums[k]) / self._counts[k], 6)
+                       for k in sorted(self._sums)})
         self._write(trainer)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -6,7 +6,7 @@ import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import nn
 
@@ -37,16 +37,38 @@ SMALL_BACKBONES: dict[int, str] = {-1: "tinynet_b", -2: "tinynet_c", -3: "tinyne
 SAME_PADDING_NATIVE = (4, 5)
 
 
-@dataclass
-class EfficientDetConfig(DetectorOptions):
-    """Everything needed to build one EfficientDet-style detector.
+ConfigT = TypeVar("ConfigT", bound="EfficientDetParts")
 
-    The ``DetectorOptions`` (``light_levels``, ``light_block``, ``norm``) come after these
-    fields, keyword-only. ``padding`` is the padding of the BiFPN's and extra levels'
-    max-pools: "" symmetric (PyTorch), "same" TensorFlow SAME (effdet ``pad_type``); the
-    backbone pads as its timm name says.
-    ``conv_bias`` puts a bias on the convs before BatchNorm (effdet's ``redundant_bias``).
-    """
+
+@dataclass(kw_only=True)
+class EfficientDetParts(DetectorOptions):
+    """The settings every EfficientDet-style config shares (keyword-only, after each config's
+    own fields): BiFPN ``fusion``, the anchors, ``conv_bias`` (a bias on the convs before
+    BatchNorm, effdet's ``redundant_bias``), ``padding`` of the BiFPN's and extra levels'
+    max-pools ("" symmetric as PyTorch, "same" TensorFlow SAME as effdet's ``pad_type``; the
+    backbone pads as its timm name says) and ``bn_momentum``."""
+
+    fusion: str = "fast"
+    num_scales: int = 3
+    aspect_ratios: tuple[tuple[float, float], ...] = ((1.0, 1.0), (1.4, 0.7), (0.7, 1.4))
+    anchor_scale: float = 4.0
+    conv_bias: bool = True
+    padding: str = ""
+    # BatchNorm momentum (PyTorch convention) for every BN of the model; None keeps the defaults
+    # (0.01 in BiFPN and heads, timm's in the backbone). Short runs want 0.1: with 0.01 the
+    # running statistics trail the weights for hundreds of steps and eval-mode outputs drift.
+    bn_momentum: float | None = None
+
+    def replace(self: ConfigT, **overrides: Any) -> ConfigT:
+        """Copy with ``overrides`` applied; unknown keys raise ``ValueError``."""
+        return replace_config(self, **overrides)
+
+
+@dataclass
+class EfficientDetConfig(EfficientDetParts):
+    """Everything needed to build one EfficientDet-style detector: these fields, then the
+    ``EfficientDetParts`` and ``DetectorOptions`` (``light_levels``, ``light_block``, ``norm``),
+    keyword-only."""
 
     name: str
     image_size: int
@@ -54,22 +76,8 @@ class EfficientDetConfig(DetectorOptions):
     fpn_channels: int
     fpn_repeats: int
     head_repeats: int
-    fusion: str = "fast"
-    num_scales: int = 3
-    aspect_ratios: tuple[tuple[float, float], ...] = ((1.0, 1.0), (1.4, 0.7), (0.7, 1.4))
-    anchor_scale: float = 4.0
-    conv_bias: bool = True
     drop_path_rate: float = 0.2
     backbone_weights: str | None = None
-    padding: str = ""
-    # BatchNorm momentum (PyTorch convention) for every BN of the model; None keeps the defaults
-    # (0.01 in BiFPN and heads, timm's in the backbone). Short runs want 0.1: with 0.01 the
-    # running statistics trail the weights for hundreds of steps and eval-mode outputs drift.
-    bn_momentum: float | None = None
-
-    def replace(self, **overrides: Any) -> EfficientDetConfig:
-        """Copy with ``overrides`` applied; unknown keys raise ``ValueError``."""
-        return replace_config(self, **overrides)
 
 
 def round_to(value: float, multiple: int, minimum: int | None = None) -> int:
@@ -90,7 +98,7 @@ def efficientdet_config(phi: float, name: str | None = None) -> EfficientDetConf
         size, backbone, width, fpn_rep, head_rep, fusion = PAPER_TABLE[int(phi)]
         padding = "same" if int(phi) in SAME_PADDING_NATIVE else ""
         return EfficientDetConfig(
-            name, size, backbone, width, fpn_rep, head_rep, fusion, padding=padding
+            name, size, backbone, width, fpn_rep, head_rep, fusion=fusion, padding=padding
         )
     level = int(math.floor(phi + 0.5))
     if level >= 0:

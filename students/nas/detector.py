@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from distill.models.detector import Detector
-from distill.models.efficientdet import efficientdet_config, efficientdet_on_backbone
-from distill.models.options import DetectorOptions
-from distill.models.registry import build_configured, register_model, replace_config
+from distill.models.efficientdet import (
+    EfficientDetParts,
+    efficientdet_config,
+    efficientdet_on_backbone,
+)
+from distill.models.registry import build_configured, register_model
 
 from .backbone import NasBackbone
 from .space import load_structure
@@ -24,7 +27,7 @@ STRUCTURES_DIR = Path(__file__).resolve().parents[1] / "structures"
 
 
 @dataclass
-class NasDetConfig(DetectorOptions):
+class NasDetConfig(EfficientDetParts):
     """A searched backbone (``structure``: a structure.json path or a preset name under
     ``students/structures/``) with BiFPN, heads, anchors and options as in
     ``EfficientDetConfig``."""
@@ -35,18 +38,7 @@ class NasDetConfig(DetectorOptions):
     fpn_channels: int = 64
     fpn_repeats: int = 3
     head_repeats: int = 3
-    fusion: str = "fast"
-    num_scales: int = 3
-    aspect_ratios: tuple[tuple[float, float], ...] = ((1.0, 1.0), (1.4, 0.7), (0.7, 1.4))
-    anchor_scale: float = 4.0
-    conv_bias: bool = True
-    padding: str = ""
-    bn_momentum: float | None = None
     drop_path_rate: float = 0.0  # the searched backbone has no stochastic depth: must stay 0
-
-    def replace(self, **overrides: Any) -> NasDetConfig:
-        """Copy with ``overrides`` applied; unknown keys raise ``ValueError``."""
-        return replace_config(self, **overrides)
 
 
 def structure_presets() -> list[str]:

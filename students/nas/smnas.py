@@ -29,10 +29,9 @@ from torch import nn
 
 from distill.models.backbone import TimmBackbone
 from distill.models.detector import Detector
-from distill.models.efficientdet import efficientdet_on_backbone
+from distill.models.efficientdet import EfficientDetParts, efficientdet_on_backbone
 from distill.models.norms import group_norm
-from distill.models.options import DetectorOptions
-from distill.models.registry import build_configured, register_model, replace_config
+from distill.models.registry import build_configured, register_model
 
 from .backbone import NasBackbone
 from .channel_plan import apply_plan, parse_plan
@@ -44,7 +43,7 @@ BACKBONE_TOP = 5  # backbones end at stride 32 (P5); higher levels are extra one
 
 
 @dataclass
-class SmNasConfig(DetectorOptions):
+class SmNasConfig(EfficientDetParts):
     """The structural choices of an SM-NAS student (see the module docstring) and the anchor,
     norm and padding settings of ``EfficientDetConfig``."""
 
@@ -58,19 +57,8 @@ class SmNasConfig(DetectorOptions):
     head_repeats: int = 2
     head_width: int | None = None  # conv heads (fpn, repgfpn); None: the neck's width
     channel_plan: str | None = None  # searched backbones: e.g. "16 1-2-211-1-2"
-    fusion: str = "fast"
-    num_scales: int = 3
-    aspect_ratios: tuple[tuple[float, float], ...] = ((1.0, 1.0), (1.4, 0.7), (0.7, 1.4))
-    anchor_scale: float = 4.0
-    conv_bias: bool = True
-    padding: str = ""
-    bn_momentum: float | None = None
     drop_path_rate: float = 0.0  # timm backbones only
     backbone_weights: str | None = None
-
-    def replace(self, **overrides: Any) -> SmNasConfig:
-        """Copy with ``overrides`` applied; unknown keys raise ``ValueError``."""
-        return replace_config(self, **overrides)
 
     @property
     def strides(self) -> list[int]:

@@ -107,3 +107,10 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 def write_json_atomic(path: str | os.PathLike, payload: dict) -> Path:
     """Write ``payload`` as indented JSON to ``path`` atomically."""
     return write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
+
+
+def run_folder_of(checkpoint: str | os.PathLike) -> Path:
+    """The run folder a checkpoint belongs to: the parent of its ``checkpoints/`` folder, or
+    the folder that holds it when it lies elsewhere."""
+    folder = Path(checkpoint).parent
+    return folder.parent if folder.name == "checkpoints" else folder

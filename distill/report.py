@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from distill.evaluation import write_json_atomic, write_text_atomic
+from distill.evaluation import run_folder_of, write_json_atomic, write_text_atomic
 from distill.plots import plot_report
 
 STAGES = ("teacher", "baseline", "distilled")
@@ -161,12 +161,8 @@ PLOT_TITLES = {"tradeoff": "mAP against CPU latency and parameters",
 
 def stage_folders(rows: dict[str, dict]) -> dict[str, Path]:
     """Each stage's run folder (its ``metrics.json``, ``history.json``), from its checkpoint."""
-    folders = {}
-    for stage, row in rows.items():
-        if row.get("checkpoint"):
-            path = Path(row["checkpoint"]).parent
-            folders[stage] = path.parent if path.name == "checkpoints" else path
-    return folders
+    return {stage: run_folder_of(row["checkpoint"]) for stage, row in rows.items()
+            if row.get("checkpoint")}
 
 
 def write_report(

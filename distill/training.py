@@ -18,7 +18,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from distill.checkpoints import check_state_fits, load_state_strict, read_checkpoint
 from distill.config import Recipe, RecipeError, recipe_to_dict, recipe_to_yaml
 from distill.data import DetectionDataModule
-from distill.evaluation import write_json_atomic, write_text_atomic
+from distill.evaluation import run_folder_of, write_json_atomic, write_text_atomic
 from distill.lightning import DetectionModule, WarmupEMA
 from distill.lightning.detection import build_detector
 from distill.lightning.freeze_bn import FreezeBatchNorm
@@ -333,8 +333,7 @@ def evaluate(recipe: Recipe, checkpoint_path: str | Path, output: str | Path | N
     trainer = build_trainer(recipe, path.parent, callbacks=[], logger=False)
     trainer.validate(module, datamodule=data, verbose=False)
     metrics = {**module.last_metrics, "checkpoint": str(path), "model": recipe.model.name}
-    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    target = Path(output) if output else run_dir / f"eval-{path.stem}.json"
+    target = Path(output) if output else run_folder_of(path) / f"eval-{path.stem}.json"
     write_json_atomic(target, metrics)
     metrics["metrics_file"] = str(target)
     return metrics

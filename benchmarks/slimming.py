@@ -9,8 +9,9 @@ pyramid level by lightweight blocks and reports a better mAP-FLOPs line than inp
 student (default ``recipes/bccd.yaml``, data at ``$DISTILL_BCCD_ROOT``):
 
 - the reference: the unmodified student at the recipe's input size;
-- light points: of the ``model.options.light_levels`` / ``light_block`` combinations (P3,
-  P3-P4, P3-P5, every level; grouped and, on dense heads, separable), the one whose FLOPs
+- light points: of the ``model.options.light_levels`` / ``light_block`` / ``light_depth``
+  combinations (P3, P3-P4, P3-P5, every level; grouped and, on dense heads, separable; the
+  whole tower or its first 1-3 convs), the one whose FLOPs
   ratio (reference / point, ``distill info``'s count) is nearest each ``--targets`` ratio;
 - input points: of the input sizes in steps of 8 px down to half the reference size, the one
   nearest each target.
@@ -54,6 +55,7 @@ from distill.training import finished_metrics, fit, prepare_data, train
 
 REPO = Path(__file__).resolve().parents[1]
 LEVEL_SETS = ([3], [3, 4], [3, 4, 5], [3, 4, 5, 6, 7])
+LIGHT_DEPTHS = (None, 1, 2, 3)  # light convs per light level (None: the whole tower)
 SIZE_STEP = 8
 FAR = 1.1  # a pick whose ratio is off its target by more than this factor gets a warning
 
@@ -74,10 +76,12 @@ def candidates(recipe: Recipe, num_classes: int, base_size: int) -> list[dict[st
                "options": {}}]
     for levels in LEVEL_SETS:
         for block in ("grouped", "separable"):
-            name = "p" + "".join(str(lvl) for lvl in levels)
-            points.append({"line": "light", "label": f"light-{name}-{block}",
-                           "image_size": base_size,
-                           "options": {"light_levels": levels, "light_block": block}})
+            for depth in LIGHT_DEPTHS:
+                name = "p" + "".join(str(lvl) for lvl in levels) + (f"-d{depth}" if depth else "")
+                options = {"light_levels": levels, "light_block": block,
+                           **({"light_depth": depth} if depth else {})}
+                points.append({"line": "light", "label": f"light-{name}-{block}",
+                               "image_size": base_size, "options": options})
     for size in range(base_size - SIZE_STEP, base_size // 2 - 1, -SIZE_STEP):
         points.append({"line": "input", "label": f"input-{size}", "image_size": size,
                        "options": {}})

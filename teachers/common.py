@@ -18,7 +18,12 @@ from distill.models.detector import Detector
 from distill.models.layers import ConvBnAct, conv2d
 from distill.models.light import LightConv
 from distill.models.norms import group_norm
-from distill.models.options import DetectorOptions, check_light_block, light_positions
+from distill.models.options import (
+    DetectorOptions,
+    check_light_block,
+    light_layers,
+    light_positions,
+)
 from distill.models.registry import build_configured, register_model, replace_config
 
 # RetinaNet's aspect ratios 1:2, 1:1, 2:1 at equal area, as (width, height) multipliers
@@ -114,8 +119,9 @@ class ConvHead(nn.Module):
     With ``width`` set, each level first gets its own 1x1 conv + BN + SiLU stem from its
     ``in_channels`` to ``width`` (levels of different widths, as RepGFPN gives); without, every
     level must have the same channels (RetinaNet). ``light``: indices of the levels that get
-    their own tower of ``LightConv(light_block)`` layers instead of the shared one (with their
-    own norms; the predictor stays shared). Tower and predictor convs are initialised
+    their own ``LightConv(light_block)`` layers (with their own norms) for the first
+    ``light_depth`` tower layers (None: all), the shared tower's layers after them; the
+    predictor stays shared. Tower and predictor convs are initialised
     N(0, 0.01) with zero bias; the predictor's bias is ``-log((1 - p) / p)`` for a
     ``prior_prob`` p (the class subnet). The output is ``[B, sum_l H_l W_l anchors,
     num_outputs]`` (levels, row-major locations, anchors), as ``Detector`` expects.
@@ -133,6 +139,7 @@ class ConvHead(nn.Module):
         prior_prob: float | None = None,
         light: Sequence[int] = (),
         light_block: str = "grouped",
+        light_depth: int | None = None,
     ) -> None:
         super().__init__()
         if width is None and len(set(in_channels)) != 1:
@@ -147,7 +154,8 @@ class ConvHead(nn.Module):
         self.predictor = nn.Conv2d(width, num_anchors * num_outputs, 3, padding=1)
         # built after the shared layers, so a head without light levels draws the same init
         self.light = nn.ModuleDict(
-            {str(level): conv_tower(width, depth, norm, act, light_block) for level in light}
+            {str(level): conv_tower(width, light_layers(light_depth, depth), norm, act,
+                                    light_block) for level in light}
         )
         for m in [*self.tower.modules(), self.predictor, *self.light.modules()]:
             if isinstance(m, nn.Conv2d):
@@ -166,8 +174,8 @@ class ConvHead(nn.Module):
         """The level's stem (when ``start`` is 0) and tower layers ``start..``."""
         if self.stems and start == 0:
             x = self.stems[level](x)
-        tower = self.light[str(level)] if str(level) in self.light else self.tower
-        return tower[3 * start:](x)
+        light = self.light[str(level)] if str(level) in self.light else self.tower[:0]
+        return self.tower[max(3 * start, len(light)):](light[3 * start:](x))
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """The predictor on one level's tower output: ``[B, H * W * anchors, num_outputs]``."""
@@ -201,7 +209,7 @@ def assemble(
     if cfg.norm == "gn_ws":
         head_args["norm"] = "gn_ws"
     common = dict(in_channels=neck_channels, num_anchors=anchors.num_anchors, light=light,
-                  light_block=cfg.light_block, **head_args)
+                  light_block=cfg.light_block, light_depth=cfg.light_depth, **head_args)
     return Detector(
         backbone=backbone,
         neck=neck,

@@ -63,6 +63,36 @@ def test_light_levels_keep_outputs_and_the_crosskd_api(name, block):
     torch.testing.assert_close(whole, out.cls_logits)
 
 
+@pytest.mark.parametrize("name,block", [LIGHT[0], LIGHT[3]])
+def test_light_depth_replaces_only_the_first_tower_convs(name, block):
+    def p3_tower_flops(**options):
+        levels = model_breakdown(name, num_classes=3, image_size=128, **options)[
+            "components"]["head"]["levels"]
+        return levels[0]["class_head"]["tower_flops"]
+
+    base, full = p3_tower_flops(), p3_tower_flops(light_levels=[3], light_block=block)
+    one = p3_tower_flops(light_levels=[3], light_block=block, light_depth=1)
+    depth = _build(name).class_head.num_layers
+    # one light conv of `depth`: the tower loses a 1/depth share of what the full light loses
+    assert one == base - (base - full) // depth
+    light = _build(name, light_levels=[3], light_block=block, light_depth=1).eval()
+    assert len(light.class_head.light["0"]) == (1 if name.startswith("efficientdet") else 3)
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        out = light(x, head_hidden=True)
+        feats = light.neck(light.backbone(x))
+        # past its first conv the light P3 runs the shared tower, as P4 does (fresh norms in
+        # eval mode are the identity on every level)
+        h = torch.randn(feats[0].shape, generator=torch.Generator().manual_seed(2))
+        for head in (light.class_head, light.box_head):
+            torch.testing.assert_close(head.run_tower(h, 0, start=1),
+                                       head.run_tower(h, 1, start=1))
+            assert not torch.allclose(head.run_tower(h, 0), head.run_tower(h, 1))
+        whole = torch.cat([light.class_head.project(light.class_head.run_tower(f, i))
+                           for i, f in enumerate(feats)], 1)
+    torch.testing.assert_close(whole, out.cls_logits)
+
+
 def test_light_blocks_train():
     model = _build("efficientdet_dm3", light_levels=[3], light_block="grouped").train()
     light_params = list(model.class_head.light.parameters()) + list(
@@ -107,6 +137,9 @@ def test_light_block_layouts():
     ({"light_levels": [3], "light_block": "separable"}, "light_block",
      "depthwise-separable already (EfficientDet); valid here: grouped"),
     ({"norm": "gn_ws", "backbone_weights": "w.pth"}, "norm", "gn_ws is for students trained"),
+    ({"light_depth": 0}, "light_depth", "0 is not a positive number of tower convs"),
+    ({"light_levels": [3], "light_depth": 9}, "light_depth",
+     "9 is more than this head's 2 tower convs; valid: 1..2 or null (all)"),
 ])
 def test_invalid_options_stop_the_build(options, key, message):
     with pytest.raises(RecipeError) as err:

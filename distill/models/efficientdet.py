@@ -67,8 +67,8 @@ class EfficientDetParts(DetectorOptions):
 @dataclass
 class EfficientDetConfig(EfficientDetParts):
     """Everything needed to build one EfficientDet-style detector: these fields, then the
-    ``EfficientDetParts`` and ``DetectorOptions`` (``light_levels``, ``light_block``, ``norm``),
-    keyword-only."""
+    ``EfficientDetParts`` and ``DetectorOptions`` (``light_levels``, ``light_depth``,
+    ``light_block``, ``norm``), keyword-only."""
 
     name: str
     image_size: int
@@ -172,6 +172,7 @@ def efficientdet_on_backbone(backbone: nn.Module, cfg: Any, num_classes: int) ->
         conv_bias=cfg.conv_bias,
         light=light,
         light_block=cfg.light_block,
+        light_depth=cfg.light_depth,
         norm=cfg.norm,
     )
     return Detector(

@@ -11,14 +11,16 @@ from torch import nn
 from .layers import SeparableConv
 from .light import LightConv
 from .norms import norm_layer
+from .options import light_layers
 
 
 class Head(nn.Module):
     """EfficientDet prediction head producing ``num_anchors * num_outputs`` channels per level.
 
     ``light``: indices of the levels whose tower convs are replaced by their own
-    ``LightConv(light_block)`` (``model.options.light_levels``); they keep their per-level norms
-    and share the predictor. ``norm``: ``bn`` or ``gn_ws`` (GroupNorm per level and repeat, the
+    ``LightConv(light_block)`` (``model.options.light_levels``), the first ``light_depth`` of
+    them (None: all; the rest stay shared); they keep their per-level norms and share the
+    predictor. ``norm``: ``bn`` or ``gn_ws`` (GroupNorm per level and repeat, the
     tower's pointwise convs weight-standardised).
     """
 
@@ -33,6 +35,7 @@ class Head(nn.Module):
         conv_bias: bool = True,
         light: Sequence[int] = (),
         light_block: str = "grouped",
+        light_depth: int | None = None,
         norm: str = "bn",
     ) -> None:
         super().__init__()
@@ -54,7 +57,7 @@ class Head(nn.Module):
             str(level): nn.ModuleList(
                 LightConv(channels, light_block, separable_head=True, bias=conv_bias,
                           standardize=std)
-                for _ in range(repeats)
+                for _ in range(light_layers(light_depth, repeats))
             )
             for level in light
         })
@@ -80,10 +83,11 @@ class Head(nn.Module):
 
     def run_tower(self, x: torch.Tensor, level: int, start: int = 0) -> torch.Tensor:
         """Layers ``start..`` of the conv tower on one level's map (before the predictor);
-        a light level runs its own light convs."""
-        convs = self.light[str(level)] if str(level) in self.light else self.conv_rep
-        for conv, bns in list(zip(convs, self.bn_rep, strict=True))[start:]:
-            x = self.act(bns[level](conv(x)))
+        a light level runs its own light convs (then the shared ones past ``light_depth``)."""
+        light = self.light[str(level)] if str(level) in self.light else ()
+        for i in range(start, len(self.conv_rep)):
+            conv = light[i] if i < len(light) else self.conv_rep[i]
+            x = self.act(self.bn_rep[i][level](conv(x)))
         return x
 
     def project(self, x: torch.Tensor) -> torch.Tensor:

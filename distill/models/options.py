@@ -3,6 +3,9 @@
 - ``light_levels``: pyramid levels (3 = P3, stride 8, ...) whose head tower convolutions are
   replaced by lightweight blocks (``distill.models.light``), as Light-Weight RetinaNet does for
   P3, the level that holds most of a head's FLOPs. The predictor stays shared by all levels.
+- ``light_depth``: how many of a light level's tower convs (the first ones) become light blocks;
+  ``null``, the default: all of them. Fewer give the finer steps of the light line (one of
+  RetinaNet's four P3 convs is about a tenth of its FLOPs).
 - ``light_block``: ``grouped`` (the head's own conv with its channel mixing split into groups)
   or ``separable`` (a dense 3x3 conv factored into depthwise 3x3 + pointwise 1x1; only for heads
   of dense convs, i.e. the RetinaNet-style ``ConvHead``: EfficientDet's head is separable
@@ -20,7 +23,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 LIGHT_BLOCKS: tuple[str, ...] = ("grouped", "separable")
 NORMS: tuple[str, ...] = ("bn", "gn_ws")
@@ -32,6 +35,7 @@ class DetectorOptions:
     so they follow each family's own fields)."""
 
     light_levels: tuple[int, ...] = ()  # pyramid levels with light head convs, e.g. (3,)
+    light_depth: Optional[int] = None  # light convs per light level, the first ones (None: all)
     light_block: str = "grouped"  # grouped | separable
     norm: str = "bn"  # bn | gn_ws
 
@@ -61,6 +65,10 @@ def validate_options(cfg: Any, pretrained: bool = False) -> Any:
     if cfg.light_block not in LIGHT_BLOCKS:
         raise option_error("light_block", f"unknown value {cfg.light_block!r}; valid: "
                                           f"{', '.join(LIGHT_BLOCKS)}")
+    depth = cfg.light_depth
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
+        raise option_error("light_depth", f"{depth!r} is not a positive number of tower convs "
+                                          "(null: all of them)")
     if cfg.norm not in NORMS:
         raise option_error("norm", f"unknown value {cfg.norm!r}; valid: {', '.join(NORMS)}")
     if cfg.norm == "gn_ws" and (pretrained or getattr(cfg, "backbone_weights", None)):
@@ -82,6 +90,17 @@ def light_positions(light_levels: Sequence[int], strides: Sequence[int]) -> list
         raise option_error("light_levels", f"{missing} not among this model's pyramid levels; "
                                            f"valid: {levels}")
     return [levels.index(lvl) for lvl in light_levels]
+
+
+def light_layers(light_depth: int | None, tower_depth: int) -> int:
+    """How many tower convs of a light level are light: ``light_depth`` (None: all), checked
+    against the head's ``tower_depth``."""
+    if light_depth is None:
+        return tower_depth
+    if light_depth > tower_depth:
+        raise option_error("light_depth", f"{light_depth} is more than this head's {tower_depth} "
+                                          f"tower convs; valid: 1..{tower_depth} or null (all)")
+    return light_depth
 
 
 def check_light_block(kind: str, separable_head: bool, light: Sequence[int]) -> None:

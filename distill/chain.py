@@ -35,6 +35,7 @@ from distill.pipeline import (
     stage_row,
     teacher_checkpoint,
 )
+from distill.report import StageRows
 from distill.training import check_model, prepare_data, resolve_image_size
 
 
@@ -150,11 +151,12 @@ def link_recipe(recipe: Recipe, teacher: ChainEntry, student: ModelConfig,
     return link
 
 
-def entry_row(recipe: Recipe, entry: ChainEntry, model: nn.Module, metrics: dict,
-              num_classes: int) -> dict[str, Any]:
-    """An entry's report row, at its own input size (its image_size or its model's default)."""
+def add_entry_row(rows: StageRows, stage: str, recipe: Recipe, entry: ChainEntry,
+                  model: nn.Module, metrics: dict, num_classes: int) -> None:
+    """An entry's report row as ``stage``, at its own input size (its image_size or its
+    model's default)."""
     own = link_recipe(recipe, entry, entry.model, None)
-    return stage_row(own, entry.model, model, metrics, num_classes)
+    rows.add(stage, stage_row(own, entry.model, metrics, num_classes), model)
 
 
 def link_terms(link: Recipe) -> list[str]:
@@ -200,7 +202,7 @@ def wants_baseline(recipe: Recipe, entry: ChainEntry) -> bool:
 
 def run_middle(recipe: Recipe, prev: ChainEntry, entry: ChainEntry, teacher: nn.Module,
                teacher_path: Path, num_classes: int, run_dir: Path,
-               rows: dict[str, dict]) -> tuple[nn.Module, Path, dict[str, Any]]:
+               rows: StageRows) -> tuple[nn.Module, Path, dict[str, Any]]:
     """Distil ``entry`` from ``prev`` (or load its checkpoint) into ``run_dir/middle<i>``, train it
     alone when asked; its rows into ``rows``. Returns the model, its weights and its link."""
     stage, stage_dir = entry.stage, run_dir / entry.stage
@@ -217,19 +219,19 @@ def run_middle(recipe: Recipe, prev: ChainEntry, entry: ChainEntry, teacher: nn.
         if dist.is_available() and dist.is_initialized():
             dist.barrier()  # under DDP the first process writes student.ckpt; all then read it
         model = load_teacher(link_recipe(recipe, entry, recipe.model, path), num_classes, path)
-    rows[stage] = entry_row(recipe, entry, model, metrics, num_classes)
+    add_entry_row(rows, stage, recipe, entry, model, metrics, num_classes)
     link = {"teacher": prev.stage, "student": stage, "baseline": None,
             "terms": link_terms(link_recipe(recipe, prev, entry.model, None))}
     if wants_baseline(recipe, entry):
         alone = link_recipe(recipe, entry, recipe.model, None)
         base, base_metrics, _ = run_teacher(alone, num_classes, stage_dir, f"{stage}_baseline")
         link["baseline"] = f"{stage}_baseline"
-        rows[link["baseline"]] = entry_row(recipe, entry, base, base_metrics, num_classes)
+        add_entry_row(rows, link["baseline"], recipe, entry, base, base_metrics, num_classes)
     check_teacher_quality(link_recipe(recipe, entry, recipe.model, path), metrics, run_dir, rows)
     return model, path, link
 
 
-def run_chain(recipe: Recipe, num_classes: int, run_dir: Path, rows: dict[str, dict]
+def run_chain(recipe: Recipe, num_classes: int, run_dir: Path, rows: StageRows
               ) -> tuple[nn.Module, Recipe, list[dict[str, Any]]]:
     """Obtain every teacher of the chain, first to last, their rows into ``rows``.
 
@@ -241,7 +243,7 @@ def run_chain(recipe: Recipe, num_classes: int, run_dir: Path, rows: dict[str, d
     first = entries[0]
     first_link = link_recipe(recipe, first, recipe.model, first.spec.checkpoint)
     teacher, metrics, path = run_teacher(first_link, num_classes, run_dir)
-    rows["teacher"] = entry_row(recipe, first, teacher, metrics, num_classes)
+    add_entry_row(rows, "teacher", recipe, first, teacher, metrics, num_classes)
     check_teacher_quality(first_link, metrics, run_dir, rows)
     links = []
     for prev, entry in zip(entries, entries[1:]):

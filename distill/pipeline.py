@@ -23,7 +23,6 @@ from distill.evaluation import (
     write_text_atomic,
 )
 from distill.info import model_info
-from distill.latency import measure_latency
 from distill.lightning.detection import build_detector, model_overrides
 from distill.lightning.resume import AtomicCheckpointIO
 from distill.models.effdet_import import (
@@ -31,7 +30,7 @@ from distill.models.effdet_import import (
     convert_effdet_state_dict,
     is_effdet_state_dict,
 )
-from distill.report import format_report_table, log_report_to_wandb, write_report
+from distill.report import StageRows, format_report_table, log_report_to_wandb, write_report
 from distill.training import (
     check_model,
     finished_metrics,
@@ -222,13 +221,13 @@ def check_link(recipe: Recipe, data: DetectionDataModule, batches: int, path: Pa
     return report
 
 
-def stage_row(recipe: Recipe, model_cfg: Any, model: nn.Module, metrics: dict,
-              num_classes: int) -> dict[str, Any]:
-    """One report row: accuracy from ``metrics``, size from ``distill info``, CPU latency."""
+def stage_row(recipe: Recipe, model_cfg: Any, metrics: dict, num_classes: int
+              ) -> dict[str, Any]:
+    """One report row: accuracy from ``metrics``, size from ``distill info`` (the latency is
+    measured later, every stage's model side by side: ``StageRows.time_models``)."""
     size = model_cfg.image_size or recipe.model.image_size
     overrides = model_overrides(OmegaConf.to_container(OmegaConf.structured(model_cfg)))
     info = model_info(model_cfg.name, num_classes=num_classes, image_size=size, **overrides)
-    latency = measure_latency(model.cpu(), info["image_size"], runs=recipe.distill.latency_runs)
     return {
         "model": model_cfg.name,
         "map": metrics["map"],
@@ -237,7 +236,6 @@ def stage_row(recipe: Recipe, model_cfg: Any, model: nn.Module, metrics: dict,
         "params": info["params"],
         "macs": info["macs"],
         "image_size": info["image_size"],
-        "latency_ms": latency["median_ms"],
         "train_seconds": metrics.get("train_seconds"),
         "checkpoint": metrics.get("checkpoint"),
     }
@@ -278,7 +276,8 @@ def run_teacher(
     return load_teacher(recipe, num_classes, path), metrics, path
 
 
-def check_teacher_quality(recipe: Recipe, metrics: dict, run_dir: Path, rows: dict) -> None:
+def check_teacher_quality(recipe: Recipe, metrics: dict, run_dir: Path, rows: StageRows
+                          ) -> None:
     """Warn about a teacher at chance level; stop (report written) below ``teacher.min_map``."""
     map50, value = metrics.get("map_50", 0.0), metrics.get("map", 0.0)
     if map50 < CHANCE_MAP50:
@@ -286,6 +285,7 @@ def check_teacher_quality(recipe: Recipe, metrics: dict, run_dir: Path, rows: di
     gate = recipe.teacher.min_map
     if gate is not None and value < gate:
         if is_rank_zero():
+            rows.time_models(recipe.distill.latency_runs)
             write_report(run_dir, rows, {"recipe": recipe.name, "stopped": "teacher below min_map"})
         raise RecipeError(
             f"teacher.min_map: the teacher's validation mAP {value:.4f} is below {gate}; "
@@ -359,7 +359,7 @@ def run(recipe: Recipe) -> dict[str, Any]:
     if "search" in stages:
         recipe, extra["search"] = run_search_stage(recipe, run_dir)
     write_text_atomic(run_dir / "recipe.yaml", recipe_to_yaml(recipe))
-    rows: dict[str, dict] = {}
+    rows = StageRows()
     teacher, student_link = None, recipe  # student_link: the recipe of the student's link
     if recipe.distill.chain and ("teacher" in stages or "distilled" in stages):
         from distill.chain import run_chain
@@ -369,25 +369,26 @@ def run(recipe: Recipe) -> dict[str, Any]:
     elif "teacher" in stages or "distilled" in stages:
         teacher, metrics, path = run_teacher(recipe, data.num_classes, run_dir)
         if "teacher" in stages:
-            rows["teacher"] = stage_row(recipe, recipe.teacher.model, teacher, metrics,
-                                        data.num_classes)
+            rows.add("teacher", stage_row(recipe, recipe.teacher.model, metrics,
+                                          data.num_classes), teacher)
         check_teacher_quality(recipe, metrics, run_dir, rows)
     if "baseline" in stages:
         print(f"== stage baseline: {recipe.model.name} without a teacher")
         metrics = train(derive(recipe, {"name": f"{recipe.name}-baseline"}),
                         run_dir=run_dir / "baseline")
         student = build_detector(recipe_to_dict(recipe)["model"], data.num_classes)
-        rows["baseline"] = stage_row(recipe, recipe.model, student, metrics, data.num_classes)
+        rows.add("baseline", stage_row(recipe, recipe.model, metrics, data.num_classes), student)
     if "distilled" in stages:
         print(f"== stage distilled: {recipe.model.name} taught by "
               f"{student_link.teacher.model.name}")
         metrics, student = run_distilled(student_link, teacher, data.num_classes,
                                          run_dir / "distilled")
-        rows["distilled"] = stage_row(recipe, recipe.model, student, metrics, data.num_classes)
+        rows.add("distilled", stage_row(recipe, recipe.model, metrics, data.num_classes), student)
     extra["teacher_checkpoint"] = rows.get("teacher", {}).get("checkpoint")
     json_path = run_dir / "report.json"
     if not is_rank_zero():  # under DDP the first process writes the report
         return {"run_dir": str(run_dir), "stages": rows, "report": str(json_path)}
+    rows.time_models(recipe.distill.latency_runs)
     json_path, md_path = write_report(run_dir, rows, extra)
     if recipe.logger == "wandb":
         log_report_to_wandb(rows, run_dir, recipe.wandb_project, recipe.name, recipe.wandb_mode,

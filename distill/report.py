@@ -7,13 +7,37 @@ import os
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from distill.evaluation import run_folder_of, write_json_atomic, write_text_atomic
+from distill.latency import measure_latencies
 from distill.plots import plot_report
 
 STAGES = ("teacher", "baseline", "distilled")
 
 COLUMNS = ("stage", "model", "mAP", "mAP50", "params", "MACs", "CPU latency ms", "train time")
 MISSING = "-"
+
+
+class StageRows(dict):
+    """The report's rows by stage, each stage's model kept so that ``time_models`` can time
+    them all side by side once the stages are done (one model timed alone right after its
+    training meets whatever the machine is still doing then)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.models: dict[str, tuple[nn.Module, Any]] = {}
+
+    def add(self, stage: str, row: dict[str, Any], model: nn.Module) -> None:
+        """``row`` (with its ``image_size``) as ``stage``; its ``latency_ms`` comes later."""
+        self[stage] = {**row, "latency_ms": None}
+        self.models[stage] = (model.cpu(), row["image_size"])  # int or [h, w]
+
+    def time_models(self, runs: int) -> None:
+        """Fill every row's ``latency_ms``: batch-1 CPU median, the models timed in turn."""
+        timed = measure_latencies(self.models, runs=runs)
+        for stage, result in timed.items():
+            self[stage]["latency_ms"] = result["median_ms"]
 
 
 def _stage_rank(stage: str) -> int:

@@ -1,6 +1,7 @@
 """Latency measurement, the run report and the W&B validation-image callback."""
 
 import json
+import time
 import types
 
 import numpy as np
@@ -10,10 +11,16 @@ from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from torch import nn
 
 from distill.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from distill.latency import measure_latency
+from distill.latency import measure_latencies, measure_latency
 from distill.lightning.image_logging import ValidationImageLogger, denormalize, wandb_boxes
 from distill.models import build_model
-from distill.report import STAGES, compare_stages, format_report_table, write_report
+from distill.report import (
+    STAGES,
+    StageRows,
+    compare_stages,
+    format_report_table,
+    write_report,
+)
 
 
 def tiny_conv() -> nn.Module:
@@ -52,6 +59,41 @@ def test_measure_latency_rejects_bad_arguments(kwargs, name):
     args = {"image_size": 8, **kwargs}
     with pytest.raises(ValueError, match=name):
         measure_latency(tiny_conv(), **args)
+
+
+class Recorder(nn.Module):
+    """Appends its name to ``calls`` on every forward; ``delay`` seconds of sleep."""
+
+    def __init__(self, name: str, calls: list, delay: float = 0.0) -> None:
+        super().__init__()
+        self.name, self.calls, self.delay = name, calls, delay
+        self.conv = nn.Conv2d(3, 2, 1)
+
+    def forward(self, x):
+        self.calls.append(self.name)
+        time.sleep(self.delay)
+        return self.conv(x)
+
+
+def test_measure_latencies_times_the_models_in_turn():
+    calls: list = []
+    fast, slow = Recorder("fast", calls).train(), Recorder("slow", calls, delay=0.01).eval()
+    out = measure_latencies({"fast": (fast, 8), "slow": (slow, (8, 12))}, warmup=2, runs=3)
+    assert calls == ["fast"] * 2 + ["slow"] * 2 + ["fast", "slow"] * 3  # warm-up, then rounds
+    assert out["slow"]["median_ms"] >= 10.0 > out["fast"]["median_ms"]
+    assert out["slow"]["image_size"] == [8, 12] and out["fast"]["runs"] == 3
+    assert fast.training and not slow.training  # each model's own flag restored
+
+
+def test_stage_rows_fill_latency_after_the_stages(tmp_path):
+    rows = StageRows()
+    rows.add("teacher", {"model": "a", "map": 0.4, "image_size": 16}, tiny_conv())
+    rows.add("baseline", {"model": "b", "map": 0.2, "image_size": 8}, tiny_conv())
+    assert rows["teacher"]["latency_ms"] is None  # not timed yet: the stages are still running
+    rows.time_models(runs=2)
+    assert all(rows[s]["latency_ms"] > 0 for s in ("teacher", "baseline"))
+    payload = json.loads(write_report(tmp_path, rows)[0].read_text())
+    assert payload["stages"]["baseline"]["latency_ms"] == rows["baseline"]["latency_ms"]
 
 
 def _rows() -> dict:

@@ -8,8 +8,8 @@ the most accurate front member whose search-time latency is at most the referenc
 ``search.references`` preset, timed in the same search), and trains both with the search
 recipe's own schedule (the Quick start's 15 epochs for ``recipes/search_structural.yaml``), one
 run per seed, paired: same seed, same data order and augmentation. Both are timed again here,
-one after the other in this process (batch 1, median of 50 forwards), so the latency ratio is
-against a peer in one run. Prints a table and writes
+side by side in this process (batch 1, median of 100 rounds of one forward each), so the
+latency ratio is against a peer in one run. Prints a table and writes
 ``benchmarks/results/smnas_vs_<reference>.json`` after every run; finished trainings are read
 from their run folders (``resume=true``), so a killed benchmark continues. Not a test.
 """
@@ -27,7 +27,7 @@ import torch
 import yaml
 
 from distill.config import load_recipe
-from distill.latency import measure_latency
+from distill.latency import measure_latencies
 from distill.training import prepare_data, train
 from students.nas.proxy import build_spec
 
@@ -55,10 +55,17 @@ def recipe_file(base: Path, name: str, model: dict[str, Any], folder: Path) -> P
     return path
 
 
-def latency_ms(model_spec: dict[str, Any], num_classes: int) -> float:
-    """Median batch-1 CPU latency of a freshly built model of ``model_spec``."""
-    model = build_spec(model_spec, num_classes).eval()
-    return measure_latency(model, int(model_spec["image_size"]), runs=50)["median_ms"]
+def latencies_ms(specs: dict[str, dict[str, Any]], num_classes: int, channels_last: bool,
+                 runs: int = 100) -> dict[str, float]:
+    """Median batch-1 CPU latency of freshly built models of ``specs``, timed in turn (one
+    forward each per round) in the memory format the search timed them in."""
+    models = {}
+    for name, spec in specs.items():
+        model = build_spec(spec, num_classes).eval()
+        model.set_channels_last(channels_last)
+        models[name] = (model, int(spec["image_size"]))
+    return {name: result["median_ms"]
+            for name, result in measure_latencies(models, runs=runs).items()}
 
 
 def main() -> None:
@@ -91,8 +98,10 @@ def main() -> None:
             row["map_mean"] = round(statistics.fmean(row["maps"].values()), 6)
             out.write_text(json.dumps(result, indent=2) + "\n")
     classes = prepare_data(base).num_classes
-    for row in rows.values():
-        row["latency_ms"] = round(latency_ms(row["model"], classes), 3)
+    timed = latencies_ms({name: row["model"] for name, row in rows.items()}, classes,
+                         base.trainer.channels_last)
+    for name, row in rows.items():
+        row["latency_ms"] = round(timed[name], 3)
     searched, ref = rows["searched"], rows[args.reference]
     result.update(latency_ratio=round(searched["latency_ms"] / ref["latency_ms"], 3),
                   map_gain=round(searched["map_mean"] - ref["map_mean"], 6),

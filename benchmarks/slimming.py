@@ -25,8 +25,10 @@ at that size (the networks and anchors halve every map with ceil, any size works
 
 Resumable: each point lives in ``<runs>/slimming/<dataset>/<point>`` and trains with
 ``resume=true``, so a killed benchmark continues and finished points are read, not trained
-again. After each point ``benchmarks/results/slimming_<dataset>.json`` is rewritten and, when
-matplotlib is installed, ``slimming_<dataset>.png`` drawn (mAP against GFLOPs, two lines).
+again; a point finished in the results file (same recipe, overrides, seed and epochs) whose run
+folder is gone, as in a new checkout, is read from there. After each point
+``benchmarks/results/slimming_<dataset>.json`` is rewritten and, when matplotlib is installed,
+``slimming_<dataset>.png`` drawn (mAP against GFLOPs, two lines).
 ``--dry-run`` prints the points, their FLOPs and ratios, and trains nothing. Not a test.
 """
 
@@ -170,6 +172,17 @@ def plot(points: list[dict[str, Any]], path: Path, title: str) -> None:
     print(f"drawn: {path}")
 
 
+def committed_points(out: Path, settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Finished points of an earlier run with the same ``settings`` in the results file ``out``
+    (by label), so that a checkout without the run folders does not train them again."""
+    if not out.is_file():
+        return {}
+    earlier = json.loads(out.read_text())
+    if any(earlier.get(key) != value for key, value in settings.items()):
+        return {}
+    return {p["label"]: p for p in earlier.get("points", []) if "map" in p}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", type=Path, default=REPO / "recipes" / "bccd.yaml")
@@ -203,8 +216,17 @@ def main() -> None:
     out = REPO / "benchmarks" / "results" / f"slimming_{recipe.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     root = args.runs / "slimming" / recipe.name
+    settings = {"recipe": str(args.recipe), "overrides": args.set, "model": recipe.model.name,
+                "num_classes": num_classes, "targets": args.targets, "seed": recipe.seed,
+                "epochs": recipe.trainer.epochs}
+    done = committed_points(out, settings)
     start = time.perf_counter()
     for point in points:
+        if point["label"] in done and not (root / point["label"]).is_dir():
+            earlier = done[point["label"]]
+            point.update({k: earlier[k] for k in ("map", "map_50", "run_dir")})
+            print(f"{point['label']}: read from {out} (mAP {point['map']:.4f})")
+            continue
         changes = {"name": f"slimming-{recipe.name}-{point['label']}",
                    "model": {"image_size": point["image_size"],
                              "options": {**recipe.model.options, **point["options"]}}}
@@ -212,9 +234,7 @@ def main() -> None:
         point.update(map=float(metrics["map"]), map_50=float(metrics["map_50"]),
                      run_dir=str(root / point["label"]))
         out.write_text(json.dumps({
-            "recipe": str(args.recipe), "overrides": args.set, "model": recipe.model.name,
-            "num_classes": num_classes, "targets": args.targets, "seed": recipe.seed,
-            "epochs": recipe.trainer.epochs, "points": points,
+            **settings, "points": points,
             "wall_seconds": round(time.perf_counter() - start),
             "machine": {"cpu": platform.processor() or platform.machine(),
                         "threads": torch.get_num_threads(), "torch": torch.__version__},

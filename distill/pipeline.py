@@ -285,7 +285,7 @@ def check_teacher_quality(recipe: Recipe, metrics: dict, run_dir: Path, rows: St
     gate = recipe.teacher.min_map
     if gate is not None and value < gate:
         if is_rank_zero():
-            rows.time_models(recipe.distill.latency_runs)
+            rows.time_models(recipe.distill.latency_runs, recipe.trainer.channels_last)
             write_report(run_dir, rows, {"recipe": recipe.name, "stopped": "teacher below min_map"})
         raise RecipeError(
             f"teacher.min_map: the teacher's validation mAP {value:.4f} is below {gate}; "
@@ -388,7 +388,7 @@ def run(recipe: Recipe) -> dict[str, Any]:
     json_path = run_dir / "report.json"
     if not is_rank_zero():  # under DDP the first process writes the report
         return {"run_dir": str(run_dir), "stages": rows, "report": str(json_path)}
-    rows.time_models(recipe.distill.latency_runs)
+    rows.time_models(recipe.distill.latency_runs, recipe.trainer.channels_last)
     json_path, md_path = write_report(run_dir, rows, extra)
     if recipe.logger == "wandb":
         log_report_to_wandb(rows, run_dir, recipe.wandb_project, recipe.name, recipe.wandb_mode,

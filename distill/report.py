@@ -33,8 +33,12 @@ class StageRows(dict):
         self[stage] = {**row, "latency_ms": None}
         self.models[stage] = (model.cpu(), row["image_size"])  # int or [h, w]
 
-    def time_models(self, runs: int) -> None:
-        """Fill every row's ``latency_ms``: batch-1 CPU median, the models timed in turn."""
+    def time_models(self, runs: int, channels_last: bool = False) -> None:
+        """Fill every row's ``latency_ms``: batch-1 CPU median, the models timed in turn, all
+        in one memory format (a trained model comes back channels_last, a fresh one not)."""
+        for model, _ in self.models.values():
+            if hasattr(model, "set_channels_last"):
+                model.set_channels_last(channels_last)
         timed = measure_latencies(self.models, runs=runs)
         for stage, result in timed.items():
             self[stage]["latency_ms"] = result["median_ms"]

@@ -96,6 +96,16 @@ def test_stage_rows_fill_latency_after_the_stages(tmp_path):
     assert payload["stages"]["baseline"]["latency_ms"] == rows["baseline"]["latency_ms"]
 
 
+def test_stage_rows_time_every_detector_in_one_memory_format():
+    rows, fresh = StageRows(), build_model("efficientdet_dm3", num_classes=2)
+    rows.add("baseline", {"model": "dm3", "image_size": 64}, fresh)
+    rows.time_models(runs=1, channels_last=True)
+    conv = next(m for m in fresh.modules() if isinstance(m, nn.Conv2d) and m.groups == 1
+                and m.in_channels > 1 and m.kernel_size == (3, 3))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert rows["baseline"]["latency_ms"] > 0
+
+
 def _rows() -> dict:
     return {
         "distilled": {"model": "dm3", "map": 0.3, "map_50": 0.5, "params": 1_020_000,

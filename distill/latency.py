@@ -79,7 +79,7 @@ def measure_latencies(
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"device: cannot parse {device!r}: {exc}") from None
-    inputs = {name: _input(model, image_size, batch_size, dev, device)
+    inputs = {name: _input(model, image_size, batch_size, dev)
               for name, (model, image_size) in models.items()}
     modes = {name: model.training for name, (model, _) in models.items()}
     previous_threads = torch.get_num_threads()
@@ -110,13 +110,13 @@ def measure_latencies(
                            dev) for name in models}
 
 
-def _input(model: nn.Module, image_size: Any, batch_size: int, dev: torch.device,
-           device: str) -> torch.Tensor:
+def _input(model: nn.Module, image_size: Any, batch_size: int, dev: torch.device
+           ) -> torch.Tensor:
     """The fixed-seed random batch for ``model`` (checked to be on ``device``)."""
     h, w = _image_hw(image_size)
     param = next(iter(model.parameters()), None)
     if param is not None and param.device.type != dev.type:
-        raise ValueError(f"device is {device!r} but the model is on {param.device}")
+        raise ValueError(f"device is '{dev}' but the model is on {param.device}")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     generator = torch.Generator().manual_seed(0)
     return torch.randn(batch_size, 3, h, w, generator=generator).to(dev, dtype)

@@ -31,12 +31,13 @@ class StageRows(dict):
     def add(self, stage: str, row: dict[str, Any], model: nn.Module) -> None:
         """``row`` (with its ``image_size``) as ``stage``; its ``latency_ms`` comes later."""
         self[stage] = {**row, "latency_ms": None}
-        self.models[stage] = (model.cpu(), row["image_size"])  # int or [h, w]
+        self.models[stage] = (model, row["image_size"])  # int or [h, w]
 
     def time_models(self, runs: int, channels_last: bool = False) -> None:
         """Fill every row's ``latency_ms``: batch-1 CPU median, the models timed in turn, all
         in one memory format (a trained model comes back channels_last, a fresh one not)."""
         for model, _ in self.models.values():
+            model.cpu()  # here, not in add: a teacher still distils on its device until the end
             if hasattr(model, "set_channels_last"):
                 model.set_channels_last(channels_last)
         timed = measure_latencies(self.models, runs=runs)

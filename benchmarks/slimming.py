@@ -46,8 +46,9 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
 
-from distill.config import Recipe, RecipeError, load_recipe, recipe_to_dict, recipe_to_yaml
+from distill.config import Recipe, load_recipe, recipe_to_dict, recipe_to_yaml
 from distill.data import DetectionDataModule
+from distill.errors import RecipeError
 from distill.evaluation import write_text_atomic
 from distill.info import model_info
 from distill.lightning import DetectionModule

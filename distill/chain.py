@@ -22,9 +22,10 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import distributed as dist
 from torch import nn
 
-from distill.config import ModelConfig, Recipe, RecipeError
+from distill.config import ModelConfig, Recipe
 from distill.data import DetectionDataModule
 from distill.distillation.terms import resolve_terms
+from distill.errors import RecipeError
 from distill.pipeline import (
     TEACHER_EPOCHS_FACTOR,
     check_link,

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from distill.config import RecipeError
+from distill.errors import RecipeError
 
 
 def load_weights_file(path: str | Path) -> Any:

@@ -13,7 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from distill.config import RecipeError
+from distill.errors import RecipeError
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

@@ -19,11 +19,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from distill.data.settings import DataConfig
 from distill.data.synthetic import SyntheticConfig
+from distill.errors import RecipeError
 from distill.search_config import SCORES, SearchConfig, search_problems
-
-
-class RecipeError(ValueError):
-    """A recipe that cannot be used: the message names the file, the key and what was expected."""
 
 
 @dataclass

@@ -34,8 +34,8 @@ import torch
 from torch import nn
 from torchvision.ops import nms as box_nms
 
-from distill.config import RecipeError
 from distill.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from distill.errors import RecipeError
 from distill.evaluation import write_text_atomic
 
 FORMATS = ("onnx", "torchscript")

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from distill.config import RecipeError
 from distill.data.records import IMAGE_EXTENSIONS
+from distill.errors import RecipeError
 
 PathLike = str | os.PathLike
 

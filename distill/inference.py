@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from distill.checkpoints import load_state_strict, read_checkpoint
-from distill.config import RecipeError
+from distill.errors import RecipeError
 from distill.images import pil_to_tensor, read_image
 
 ImageInput = Any  # a path, a PIL image, a numpy HWC / HW array or a [3, H, W] / [B, 3, H, W] tensor

@@ -12,10 +12,11 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from distill.checkpoints import load_state_strict, load_weights_file, read_checkpoint
-from distill.config import Recipe, RecipeError, recipe_to_dict, recipe_to_yaml
+from distill.config import Recipe, recipe_to_dict, recipe_to_yaml
 from distill.data import DetectionDataModule
 from distill.distillation.module import DistillationModule
 from distill.distillation.terms import resolve_terms
+from distill.errors import RecipeError
 from distill.evaluation import (
     make_map_metric,
     summarize_map,

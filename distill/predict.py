@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from distill.config import RecipeError
+from distill.errors import RecipeError
 from distill.evaluation import write_json_atomic
 from distill.images import draw_detections, find_images, read_image, save_image
 from distill.inference import Detections, load_detector

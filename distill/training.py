@@ -16,8 +16,9 @@ from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
 from distill.checkpoints import check_state_fits, load_state_strict, read_checkpoint
-from distill.config import Recipe, RecipeError, recipe_to_dict, recipe_to_yaml
+from distill.config import Recipe, recipe_to_dict, recipe_to_yaml
 from distill.data import DetectionDataModule
+from distill.errors import RecipeError
 from distill.evaluation import run_folder_of, write_json_atomic, write_text_atomic
 from distill.lightning import DetectionModule, WarmupEMA
 from distill.lightning.detection import build_detector

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from test_distillation_module import REPO, tiny_recipe
 
-from distill.config import RecipeError, load_recipe
+from distill.config import load_recipe
+from distill.errors import RecipeError
 
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 

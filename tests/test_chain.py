@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from test_distillation_module import tiny_recipe
 
 from distill.checkpoints import read_checkpoint
-from distill.config import RecipeError
+from distill.errors import RecipeError
 from distill.pipeline import check, run
 
 CROSSKD = "[{kind: crosskd, weight: {schedule: constant}}]"

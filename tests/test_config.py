@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill.config import Recipe, RecipeError, load_recipe, recipe_to_dict
+from distill.config import Recipe, load_recipe, recipe_to_dict
+from distill.errors import RecipeError
 
 REPO = Path(__file__).resolve().parents[1]
 

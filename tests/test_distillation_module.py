@@ -9,9 +9,10 @@ import torch
 
 from distill.checkpoints import read_checkpoint
 from distill.cli import main
-from distill.config import RecipeError, load_recipe, recipe_to_dict
+from distill.config import load_recipe, recipe_to_dict
 from distill.distillation.module import DistillationModule, paired_levels
 from distill.distillation.terms import TermInputs
+from distill.errors import RecipeError
 from distill.lightning.detection import build_detector
 from distill.pipeline import check, load_teacher
 from distill.training import evaluate, prepare_data

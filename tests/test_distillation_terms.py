@@ -49,7 +49,7 @@ def test_all_term_kinds_train_together_and_leave_the_teacher_alone(tmp_path):
 
 
 def test_check_lists_every_term_and_stops_on_unpairable_predictions(tmp_path, capsys):
-    from distill.config import RecipeError
+    from distill.errors import RecipeError
     from distill.pipeline import check, run
 
     recipe = tiny_recipe(tmp_path, **{"distill.terms": TERMS})

@@ -5,7 +5,8 @@ import torch
 from timm.layers import StdConv2d
 from torch import nn
 
-from distill.config import ModelConfig, RecipeError
+from distill.config import ModelConfig
+from distill.errors import RecipeError
 from distill.info import model_breakdown
 from distill.models import build_model
 from distill.models.light import LightConv, channel_shuffle

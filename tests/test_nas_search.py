@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from distill.cli import main
-from distill.config import RecipeError, load_recipe
+from distill.config import load_recipe
+from distill.errors import RecipeError
 from distill.search_config import SearchConfig
 from students.nas.backbone import NasBackbone
 from students.nas.latency import LatencyTable, required_keys, structure_latency_ms, table_key

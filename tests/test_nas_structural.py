@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from distill.cli import main
-from distill.config import RecipeError, load_recipe, recipe_to_dict
+from distill.config import load_recipe, recipe_to_dict
+from distill.errors import RecipeError
 from distill.lightning.detection import build_detector
 from distill.training import check_model
 from students.nas.backbone import NasBackbone, StridedPointwise

@@ -7,8 +7,8 @@ import torch
 from distill_steps import fit_steps
 from test_distillation_module import build_module, tiny_recipe
 
-from distill.config import RecipeError
 from distill.distillation.terms import TermInputs
+from distill.errors import RecipeError
 from distill.training import prepare_data
 
 

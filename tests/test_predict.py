@@ -15,7 +15,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
 from distill.cli import main
-from distill.config import RecipeError
+from distill.errors import RecipeError
 from distill.images import find_images, read_image
 
 

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from distill.config import RecipeError, WeightConfig, load_recipe
+from distill.config import WeightConfig, load_recipe
 from distill.distillation.prediction_losses import binary_kl_kd, giou_kd, l1_kd, soft_focal_kd
 from distill.distillation.terms import (
     BuildContext,
@@ -21,6 +21,7 @@ from distill.distillation.terms.prediction import (
     PredictionTermConfig,
     prediction_kd,
 )
+from distill.errors import RecipeError
 from distill.lightning.detection import build_detector
 from distill.models.anchors import BoxCoder
 from distill.models.detector import DetectorOutput

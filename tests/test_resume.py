@@ -180,7 +180,8 @@ def test_each_epoch_draws_the_sampler_order_of_that_epoch(tmp_path, one_thread, 
 
 
 def test_bad_distributed_and_checkpoint_values_name_the_key(tmp_path):
-    from distill.config import RecipeError, load_recipe
+    from distill.config import load_recipe
+    from distill.errors import RecipeError
 
     quickstart = REPO / "recipes" / "quickstart.yaml"
     for override, key in (("trainer.devices=0", "trainer.devices"),

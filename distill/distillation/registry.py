@@ -13,41 +13,7 @@ your own code before the recipe is loaded); no core module changes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-
-class Registry:
-    """A named table of classes (or functions), filled by the ``register`` decorator."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self._entries: dict[str, Any] = {}
-
-    def register(self, name: str) -> Callable[[Any], Any]:
-        """Decorator: register the decorated object under ``name`` (names are unique)."""
-
-        def wrap(obj: Any) -> Any:
-            if name in self._entries and self._entries[name] is not obj:
-                raise ValueError(f"{self.what} {name!r} is already registered")
-            self._entries[name] = obj
-            return obj
-
-        return wrap
-
-    def get(self, name: str) -> Any:
-        """The object registered as ``name``; ``ValueError`` listing the valid names otherwise."""
-        if name not in self._entries:
-            raise ValueError(f"unknown {self.what} {name!r}; valid: {', '.join(self.names())}")
-        return self._entries[name]
-
-    def names(self) -> list[str]:
-        """Sorted registered names."""
-        return sorted(self._entries)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._entries
-
+from distill.registry import Registry
 
 FEATURE_LOSSES = Registry("feature loss")  # per-level nn.Module(channels, **options)
 CLS_KD_LOSSES = Registry("class-score distillation loss")  # fn(student, teacher, tau, ...)

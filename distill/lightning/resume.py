@@ -23,7 +23,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Checkpoint
 
 from distill.checkpoints import read_checkpoint
-from distill.config import RecipeError
+from distill.errors import RecipeError
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from distill.errors import RecipeError
+
 LIGHT_BLOCKS: tuple[str, ...] = ("grouped", "separable")
 NORMS: tuple[str, ...] = ("bn", "gn_ws")
 
@@ -41,9 +43,7 @@ class DetectorOptions:
 
 
 def option_error(key: str, message: str) -> ValueError:
-    """A ``RecipeError`` about ``model.options.<key>`` (imported late: no import cycle)."""
-    from distill.config import RecipeError
-
+    """A ``RecipeError`` about ``model.options.<key>``."""
     return RecipeError(f"model.options.{key}: {message}")
 
 

@@ -16,7 +16,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from distill.config import Recipe, RecipeError
+from distill.config import Recipe
+from distill.errors import RecipeError
 
 from .results import write_results
 from .structural import Candidate, StructuralSpace, candidate_from_json

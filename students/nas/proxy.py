@@ -20,8 +20,9 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from distill.config import Recipe, RecipeError, recipe_to_dict
+from distill.config import Recipe, recipe_to_dict
 from distill.data import DetectionDataModule
+from distill.errors import RecipeError
 from distill.info import count_macs
 from distill.latency import measure_latency
 from distill.lightning.detection import build_detector

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from distill.config import Recipe, RecipeError
+from distill.config import Recipe
+from distill.errors import RecipeError
 
 from .measure import Budget
 from .search_state import (

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distill.config import Recipe, RecipeError
+from distill.config import Recipe
+from distill.errors import RecipeError
 
 from .pareto import fronts
 from .proxy import ProxyTrainer, latency_ms, size_measures

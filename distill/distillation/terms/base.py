@@ -17,9 +17,10 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
-from distill.config import DistillConfig, RecipeError, WeightConfig
+from distill.config import DistillConfig, WeightConfig
 from distill.distillation.registry import TERMS
 from distill.distillation.schedules import WeightSchedule
+from distill.errors import RecipeError
 from distill.models.detector import DetectorOutput
 
 

@@ -14,7 +14,6 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from distill.config import RecipeError
 from distill.distillation.registry import BOX_KD_LOSSES, CLS_KD_LOSSES, TERMS
 from distill.distillation.terms.base import (
     BuildContext,
@@ -23,6 +22,7 @@ from distill.distillation.terms.base import (
     TermInputs,
     paired_levels,
 )
+from distill.errors import RecipeError
 from distill.models.anchors import level_sizes
 
 

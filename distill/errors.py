@@ -1,0 +1,7 @@
+"""The project's error types, at the ground of the import graph (they import nothing)."""
+
+from __future__ import annotations
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used: the message names the file, the key and what was expected."""

@@ -1,8 +1,9 @@
-"""Student presets; importing this package registers them in the model registry."""
+"""Student families and presets: importing this package registers them in the model registry
+(``distill`` finds it through the ``distill.models`` entry point in ``pyproject.toml``)."""
 
-from .efficientdet_small import SMALL_PRESETS, register_small_presets
-from .nas.detector import PRESET_PHI, register_nas_models
-from .nas.smnas import register_smnas
+from . import efficientdet_small  # noqa: F401  (registers efficientdet_dm1..dm3)
+from .efficientdet_small import SMALL_PRESETS
+from .nas import detector, smnas  # noqa: F401  (register maenas_dm1..dm3 and smnas)
+from .nas.detector import PRESET_PHI
 
-__all__ = ["PRESET_PHI", "SMALL_PRESETS", "register_nas_models", "register_small_presets",
-           "register_smnas"]
+__all__ = ["PRESET_PHI", "SMALL_PRESETS"]

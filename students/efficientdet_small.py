@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from distill.models.efficientdet import EfficientDetConfig, efficientdet_config, register_config
+from distill.models.efficientdet import (
+    EfficientDetConfig,
+    build_efficientdet,
+    efficientdet_config,
+)
+from distill.models.registry import register_preset
 
 # name: phi; the config follows the compound-scaling formulas of efficientdet_config(phi)
 SMALL_PRESETS: dict[str, float] = {
@@ -19,12 +24,6 @@ def _describe(cfg: EfficientDetConfig, phi: float) -> str:
     )
 
 
-def register_small_presets() -> None:
-    """Register every entry of ``SMALL_PRESETS`` in the model registry."""
-    for name, phi in SMALL_PRESETS.items():
-        cfg = efficientdet_config(phi, name)
-
-        register_config(name, cfg, _describe(cfg, phi))
-
-
-register_small_presets()
+for _name, _phi in SMALL_PRESETS.items():
+    _cfg = efficientdet_config(_phi, _name)
+    register_preset(_name, build_efficientdet, _cfg, _describe(_cfg, _phi))

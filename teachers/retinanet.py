@@ -14,13 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
+from distill.models.dense import DenseDetectorConfig, assemble, timm_backbone
 from distill.models.detector import Detector
-
-from .common import TeacherConfig, assemble, timm_backbone
+from distill.models.fpn import FPN
+from distill.models.registry import register_preset
 
 BACKBONE_TOP_LEVEL = 5  # timm backbones end at stride 32; levels above come from extra convs
 # RetinaNet (Lin et al. 2017): anchors are positives at IoU >= 0.5, negatives below 0.4
@@ -28,7 +25,7 @@ RETINANET_IOU = {"pos_iou": 0.5, "neg_iou": 0.4}
 
 
 @dataclass
-class RetinaNetConfig(TeacherConfig):
+class RetinaNetConfig(DenseDetectorConfig):
     """RetinaNet settings (defaults: the paper's P3..P7, 256-channel FPN, 4-conv subnets)."""
 
     max_level: int = 7
@@ -36,51 +33,6 @@ class RetinaNetConfig(TeacherConfig):
     p6_input: str = "c5"  # c5 (paper, torchvision v2) | p5 (torchvision v1)
     head_convs: int = 4
     head_norm: str | None = None  # None (paper) | gn (GroupNorm, torchvision v2)
-
-
-class FPN(nn.Module):
-    """Feature pyramid: laterals + top-down sum + 3x3 smoothing, then ``num_extra`` stride-2 convs.
-
-    The first extra level convolves the top backbone map (``p6_from_backbone``) or the top FPN
-    output; each later one convolves ReLU of the previous (RetinaNet's P6 / P7).
-    """
-
-    def __init__(
-        self,
-        in_channels: list[int],
-        channels: int,
-        num_extra: int = 2,
-        p6_from_backbone: bool = True,
-    ) -> None:
-        super().__init__()
-        self.lateral = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in in_channels)
-        self.output = nn.ModuleList(
-            nn.Conv2d(channels, channels, 3, padding=1) for _ in in_channels
-        )
-        self.p6_from_backbone = p6_from_backbone
-        first_in = in_channels[-1] if p6_from_backbone else channels
-        self.extra = nn.ModuleList(
-            nn.Conv2d(first_in if i == 0 else channels, channels, 3, stride=2, padding=1)
-            for i in range(num_extra)
-        )
-        self.out_channels = [channels] * (len(in_channels) + num_extra)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):  # Detectron's "c2_xavier_fill"
-                nn.init.kaiming_uniform_(m.weight, a=1)
-                nn.init.zeros_(m.bias)
-
-    def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
-        laterals = [conv(x) for conv, x in zip(self.lateral, feats)]
-        for i in range(len(laterals) - 2, -1, -1):
-            up = F.interpolate(laterals[i + 1], size=laterals[i].shape[-2:], mode="nearest")
-            laterals[i] = laterals[i] + up
-        outs = [conv(x) for conv, x in zip(self.output, laterals)]
-        x = feats[-1] if self.p6_from_backbone else outs[-1]
-        for i, conv in enumerate(self.extra):
-            x = conv(F.relu(x) if i > 0 else x)
-            outs.append(x)
-        return outs
-
 
 def build_retinanet(cfg: RetinaNetConfig, num_classes: int, pretrained: bool = False) -> Detector:
     """Build a RetinaNet ``Detector`` from ``cfg`` (``pretrained``: timm backbone weights)."""
@@ -144,3 +96,9 @@ RETINANET_PRESETS: dict[str, RetinaNetConfig] = {
         head_norm="gn",
     ),
 }
+
+_DESCRIPTIONS = {"retinanet": "RetinaNet on any timm backbone (override backbone=NAME; default "
+                              "resnet50)"}
+for _cfg in RETINANET_PRESETS.values():
+    register_preset(_cfg.name, build_retinanet, _cfg,
+                    _DESCRIPTIONS.get(_cfg.name) or describe(_cfg))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from .detector import Detector
 from .head import Head
 from .layers import SeparableConv
 from .options import DetectorOptions, check_light_block, light_positions
-from .registry import build_configured, register_model, replace_config
+from .registry import register_preset, replace_config
 
 # phi: (image size, backbone, BiFPN width, BiFPN repeats, head repeats, fusion) -- paper table
 PAPER_TABLE: dict[int, tuple[int, str, int, int, int, str]] = {
@@ -190,24 +189,6 @@ def efficientdet_on_backbone(backbone: nn.Module, cfg: Any, num_classes: int) ->
     )
 
 
-def build_from_config(
-    cfg: EfficientDetConfig,
-    num_classes: int,
-    image_size: int | None = None,
-    pretrained: bool = False,
-    **overrides: Any,
-) -> Detector:
-    """Apply ``image_size`` and ``overrides`` to ``cfg`` and build the detector."""
-    return build_configured(
-        build_efficientdet, cfg, num_classes, image_size, pretrained, **overrides
-    )
-
-
-def register_config(name: str, cfg: EfficientDetConfig, description: str) -> None:
-    """Register ``cfg`` under ``name``: the builder applies image size and overrides to it."""
-    register_model(name, description)(functools.partial(build_from_config, cfg))
-
-
 def tf_efficientdet_config(phi: int) -> EfficientDetConfig:
     """effdet's ``tf_efficientdet_d{phi}``: TF-ported weights, SAME padding everywhere.
 
@@ -227,7 +208,7 @@ def _register_paper_models() -> None:
                 f"{cfg.fpn_repeats}, head x{cfg.head_repeats}, {cfg.image_size}px"
                 f"{', SAME padding' if cfg.padding == 'same' else ''})"
             )
-            register_config(cfg.name, cfg, desc)
+            register_preset(cfg.name, build_efficientdet, cfg, desc)
 
 
 _register_paper_models()

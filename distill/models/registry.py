@@ -1,33 +1,40 @@
-"""Name -> builder registry for detectors."""
+"""The model registry: name -> detector builder, filled by families through entry points.
+
+``distill`` imports no family package: the built-in families (``distill.models.efficientdet``,
+``students``, ``teachers``) and any user package name a module in the ``distill.models``
+entry-point group of their ``pyproject.toml``::
+
+    [project.entry-points."distill.models"]
+    my_family = "my_package.my_family"
+
+and that module registers its builders when the registry first looks a name up. A builder is
+``fn(num_classes, image_size=None, pretrained=False, **overrides) -> Detector``;
+``register_preset(name, builder, cfg)`` makes one from a family's ``builder(cfg, num_classes,
+pretrained)`` and a preset config.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.util
+import functools
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
+from distill.registry import Registry
+
 from .norms import convert_gn_ws
 from .options import validate_options
 
-_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
-_DESCRIPTIONS: dict[str, str] = {}
+MODELS = Registry("model", entry_point_group="distill.models")
+
+FamilyBuilder = Callable[[Any, int, bool], nn.Module]
 
 
 def register_model(name: str, description: str = "") -> Callable:
     """Decorator registering ``fn(num_classes, image_size=None, pretrained=False, **overrides)``."""
-
-    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _BUILDERS and _BUILDERS[name] is not fn:
-            raise ValueError(f"model {name!r} is already registered")
-        _BUILDERS[name] = fn
-        _DESCRIPTIONS[name] = description or (fn.__doc__ or "").strip().split("\n")[0]
-        return fn
-
-    return wrap
+    return MODELS.register(name, description)
 
 
 def replace_config(cfg: Any, **overrides: Any) -> Any:
@@ -40,7 +47,7 @@ def replace_config(cfg: Any, **overrides: Any) -> Any:
 
 
 def build_configured(
-    builder: Callable[[Any, int, bool], nn.Module],
+    builder: FamilyBuilder,
     cfg: Any,
     num_classes: int,
     image_size: int | None = None,
@@ -66,32 +73,27 @@ def build_configured(
     return model
 
 
-def _load_presets() -> None:
-    """Import the packages whose import registers presets (lazily, to avoid import cycles)."""
-    import students  # noqa: F401
-
-    from . import efficientdet  # noqa: F401
-
-    if importlib.util.find_spec("teachers") is not None:
-        importlib.import_module("teachers")
+def register_preset(name: str, builder: FamilyBuilder, cfg: Any, description: str = "") -> None:
+    """Register the preset ``cfg`` of a family as ``name``: building it applies the recipe's
+    image size and overrides to ``cfg`` and calls ``builder`` (``build_configured``)."""
+    MODELS.add(name, functools.partial(build_configured, builder, cfg), description)
 
 
 def list_models() -> list[str]:
-    """Sorted names of all registered models."""
-    _load_presets()
-    return sorted(_BUILDERS)
+    """Sorted names of all registered models (every installed family's)."""
+    return MODELS.names()
 
 
-def _lookup(name: str) -> str:
-    _load_presets()
-    if name not in _BUILDERS:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(_BUILDERS))}")
-    return name
+def _lookup(name: str) -> Callable[..., nn.Module]:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS.names())}")
+    return MODELS.get(name)
 
 
 def model_description(name: str) -> str:
     """One-line description of a registered model."""
-    return _DESCRIPTIONS[_lookup(name)]
+    _lookup(name)
+    return MODELS.description(name)
 
 
 def build_model(
@@ -102,5 +104,5 @@ def build_model(
     **overrides: Any,
 ) -> nn.Module:
     """Build the registered model ``name`` (a ``Detector``); ``overrides`` go to its builder."""
-    fn = _BUILDERS[_lookup(name)]
-    return fn(num_classes=num_classes, image_size=image_size, pretrained=pretrained, **overrides)
+    return _lookup(name)(num_classes=num_classes, image_size=image_size, pretrained=pretrained,
+                         **overrides)

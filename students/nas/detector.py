@@ -7,10 +7,8 @@ path/to/structure.json`` puts any searched structure under the same neck and hea
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from distill.models.detector import Detector
 from distill.models.efficientdet import (
@@ -18,7 +16,7 @@ from distill.models.efficientdet import (
     efficientdet_config,
     efficientdet_on_backbone,
 )
-from distill.models.registry import build_configured, register_model
+from distill.models.registry import register_preset
 
 from .backbone import NasBackbone
 from .space import load_structure
@@ -79,12 +77,6 @@ def build_nas_detector(cfg: NasDetConfig, num_classes: int, pretrained: bool = F
     return efficientdet_on_backbone(backbone, cfg, num_classes)
 
 
-def _build(cfg: NasDetConfig, num_classes: int, image_size: int | None = None,
-           pretrained: bool = False, **overrides: Any) -> Detector:
-    return build_configured(build_nas_detector, cfg, num_classes, image_size, pretrained,
-                            **overrides)
-
-
 def preset_config(name: str, phi: int, structure: str | None) -> NasDetConfig:
     """Neck, heads and image size of the EfficientDet student ``phi`` with ``structure``."""
     eff = efficientdet_config(phi)
@@ -97,15 +89,11 @@ def preset_config(name: str, phi: int, structure: str | None) -> NasDetConfig:
 PRESET_PHI: dict[str, int] = {"maenas_dm3": -3, "maenas_dm2": -2, "maenas_dm1": -1}
 
 
-def register_nas_models() -> None:
-    """Register the ``maenas_*`` presets; ``model.options.structure`` swaps in another
-    structure.json (e.g. one that `distill search` wrote) under the same neck and heads."""
-    for name, phi in PRESET_PHI.items():
-        cfg = preset_config(name, phi, name)
-        desc = (f"MAE-NAS searched backbone at efficientdet_dm{-phi}'s multiply-adds, "
-                f"BiFPN {cfg.fpn_channels}x{cfg.fpn_repeats}, head x{cfg.head_repeats}, "
-                f"{cfg.image_size}px")
-        register_model(name, desc)(functools.partial(_build, cfg))
-
-
-register_nas_models()
+# the maenas_* presets; model.options.structure swaps in another structure.json (e.g. one that
+# `distill search` wrote) under the same neck and heads
+for _name, _phi in PRESET_PHI.items():
+    _cfg = preset_config(_name, _phi, _name)
+    register_preset(_name, build_nas_detector, _cfg,
+                    f"MAE-NAS searched backbone at efficientdet_dm{-_phi}'s multiply-adds, "
+                    f"BiFPN {_cfg.fpn_channels}x{_cfg.fpn_repeats}, head x{_cfg.head_repeats}, "
+                    f"{_cfg.image_size}px")

@@ -20,7 +20,6 @@ tinynet_e, options: {neck: fpn, fpn_channels: 32, max_level: 6, head_repeats: 2}
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +27,13 @@ from typing import Any
 from torch import nn
 
 from distill.models.backbone import TimmBackbone
+from distill.models.dense import assemble
 from distill.models.detector import Detector
 from distill.models.efficientdet import EfficientDetParts, efficientdet_on_backbone
+from distill.models.fpn import FPN
 from distill.models.norms import group_norm
-from distill.models.registry import build_configured, register_model
+from distill.models.registry import register_preset
+from distill.models.repgfpn import RepGFPN
 
 from .backbone import NasBackbone
 from .channel_plan import apply_plan, parse_plan
@@ -124,16 +126,10 @@ def build_smnas(cfg: SmNasConfig, num_classes: int, pretrained: bool = False) ->
     extra = cfg.max_level - BACKBONE_TOP
     if cfg.neck == "bifpn":
         return efficientdet_on_backbone(build_backbone(cfg, pretrained, extra), cfg, num_classes)
-    from teachers.common import assemble  # teachers own these necks and the conv heads
-
     if cfg.neck == "fpn":
-        from teachers.retinanet import FPN
-
         backbone = build_backbone(cfg, pretrained, 0)
         neck: nn.Module = FPN(backbone.channels, cfg.fpn_channels, num_extra=extra)
     else:
-        from teachers.heavy_neck import RepGFPN
-
         backbone = build_backbone(cfg, pretrained, extra)
         neck = RepGFPN(backbone.channels, [cfg.fpn_channels] * len(cfg.strides),
                        depth=cfg.fpn_repeats, hidden_ratio=1.0)
@@ -155,11 +151,6 @@ def regroup_norms(module: nn.Module) -> None:
             regroup_norms(child)
 
 
-def _build(cfg: SmNasConfig, num_classes: int, image_size: int | None = None,
-           pretrained: bool = False, **overrides: Any) -> Detector:
-    return build_configured(build_smnas, cfg, num_classes, image_size, pretrained, **overrides)
-
-
 def describe(cfg: SmNasConfig) -> str:
     """One line for ``distill info``."""
     head = "" if cfg.neck == "bifpn" else f"x{cfg.head_width or cfg.fpn_channels}"
@@ -171,9 +162,5 @@ def describe(cfg: SmNasConfig) -> str:
 DEFAULT = SmNasConfig("smnas")  # efficientdet_dm3's parts: tinynet_e, BiFPN 24x1, head x2
 
 
-def register_smnas() -> None:
-    """Register ``smnas``; the recipe's ``model.backbone`` / ``model.options`` set its parts."""
-    register_model("smnas", describe(DEFAULT))(functools.partial(_build, DEFAULT))
-
-
-register_smnas()
+# the recipe's model.backbone / model.options set its parts
+register_preset("smnas", build_smnas, DEFAULT, describe(DEFAULT))

@@ -1,79 +1,17 @@
-"""Parts shared by the teacher families: config base, timm backbone, conv heads, registration."""
+"""The dense conv head shared over pyramid levels (RetinaNet's subnets, the heavy-neck head)."""
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from distill.models.anchors import AnchorGenerator
-from distill.models.backbone import TimmBackbone
-from distill.models.detector import Detector
-from distill.models.layers import ConvBnAct, conv2d
-from distill.models.light import LightConv
-from distill.models.norms import group_norm
-from distill.models.options import (
-    DetectorOptions,
-    check_light_block,
-    light_layers,
-    light_positions,
-)
-from distill.models.registry import build_configured, register_model, replace_config
-
-# RetinaNet's aspect ratios 1:2, 1:1, 2:1 at equal area, as (width, height) multipliers
-EQUAL_AREA_ASPECTS: tuple[tuple[float, float], ...] = (
-    (1.0, 1.0),
-    (math.sqrt(2.0), math.sqrt(0.5)),
-    (math.sqrt(0.5), math.sqrt(2.0)),
-)
-
-
-@dataclass
-class TeacherConfig(DetectorOptions):
-    """Settings every teacher family has: input size, timm backbone, levels and anchors, and
-    the ``DetectorOptions`` (light head levels, norm)."""
-
-    name: str
-    image_size: int = 640
-    backbone: str = "resnet50"  # any timm model with ``features_only`` support
-    backbone_weights: str | None = None  # local timm state dict for the backbone
-    drop_path_rate: float = 0.0  # backbone stochastic depth (passed to timm only when > 0)
-    bn_momentum: float | None = None  # BatchNorm momentum for every BN; None keeps the defaults
-    min_level: int = 3  # finest neck level (stride 2**min_level)
-    max_level: int = 5  # coarsest neck level
-    num_scales: int = 3  # anchor octaves per location
-    aspect_ratios: tuple[tuple[float, float], ...] = EQUAL_AREA_ASPECTS
-    anchor_scale: float = 4.0  # anchor side = anchor_scale * stride (times the octave factor)
-
-    def replace(self, **overrides: Any) -> TeacherConfig:
-        """Copy with ``overrides`` applied; unknown keys raise ``ValueError``."""
-        return replace_config(self, **overrides)
-
-    @property
-    def strides(self) -> list[int]:
-        """Strides of the neck levels, ``2**min_level`` .. ``2**max_level``."""
-        return [2**level for level in range(self.min_level, self.max_level + 1)]
-
-
-def timm_backbone(cfg: TeacherConfig, pretrained: bool, strides: list[int]) -> TimmBackbone:
-    """The timm ``features_only`` backbone of ``cfg`` returning the maps at ``strides``."""
-    kwargs: dict[str, Any] = {}
-    if cfg.drop_path_rate:
-        kwargs["drop_path_rate"] = cfg.drop_path_rate
-    return TimmBackbone(
-        cfg.backbone,
-        pretrained=pretrained,
-        weights_file=Path(cfg.backbone_weights) if cfg.backbone_weights else None,
-        strides=tuple(strides),
-        num_extra=0,
-        **kwargs,
-    )
+from .layers import ConvBnAct, conv2d
+from .light import LightConv
+from .norms import group_norm
+from .options import light_layers
 
 
 def _norm(kind: str | None, channels: int) -> nn.Module:
@@ -188,68 +126,3 @@ class ConvHead(nn.Module):
         hidden = [self.run_tower(x, level) for level, x in enumerate(feats)]
         out = torch.cat([self.project(h) for h in hidden], dim=1)
         return (out, hidden) if return_hidden else out
-
-
-def assemble(
-    cfg: TeacherConfig,
-    backbone: nn.Module,
-    neck: nn.Module,
-    neck_channels: list[int],
-    num_classes: int,
-    loss_cfg: dict[str, Any] | None = None,
-    **head_args: Any,
-) -> Detector:
-    """A ``Detector`` from backbone and neck: class/box ``ConvHead``s and the shared anchors;
-    ``loss_cfg``: keyword overrides of ``detection_loss`` (e.g. the IoU thresholds). The heads
-    get ``cfg``'s light levels, and GroupNorm + WS towers for ``norm: gn_ws`` (whatever
-    ``head_args`` says of their norm)."""
-    anchors = AnchorGenerator(cfg.strides, cfg.num_scales, cfg.aspect_ratios, cfg.anchor_scale)
-    light = light_positions(cfg.light_levels, cfg.strides)
-    check_light_block(cfg.light_block, separable_head=False, light=light)
-    if cfg.norm == "gn_ws":
-        head_args["norm"] = "gn_ws"
-    common = dict(in_channels=neck_channels, num_anchors=anchors.num_anchors, light=light,
-                  light_block=cfg.light_block, light_depth=cfg.light_depth, **head_args)
-    return Detector(
-        backbone=backbone,
-        neck=neck,
-        class_head=ConvHead(num_outputs=num_classes, prior_prob=0.01, **common),
-        box_head=ConvHead(num_outputs=4, **common),
-        anchors=anchors,
-        num_classes=num_classes,
-        image_size=cfg.image_size,
-        strides=cfg.strides,
-        neck_channels=neck_channels,
-        loss_cfg=loss_cfg,
-    )
-
-
-Builder = Callable[[Any, int, bool], Detector]
-
-
-def build_teacher(
-    builder: Builder,
-    cfg: TeacherConfig,
-    num_classes: int,
-    image_size: int | None = None,
-    pretrained: bool = False,
-    **overrides: Any,
-) -> Detector:
-    """Apply ``image_size`` and ``overrides`` to ``cfg``, build it with ``builder``."""
-    return build_configured(builder, cfg, num_classes, image_size, pretrained, **overrides)
-
-
-def register_teachers(
-    presets: dict[str, TeacherConfig],
-    builder: Builder,
-    describe: Callable[[TeacherConfig], str],
-    descriptions: dict[str, str] | None = None,
-) -> None:
-    """Register every config of ``presets`` under its name.
-
-    The ``distill info`` line is ``descriptions[name]`` where given, else ``describe(cfg)``.
-    """
-    descriptions = descriptions or {}
-    for name, cfg in presets.items():
-        line = descriptions.get(name) or describe(cfg)
-        register_model(name, line)(functools.partial(build_teacher, builder, cfg))

@@ -54,12 +54,13 @@ class ExportGraph(nn.Module):
         self.image_size, self.nms = int(image_size), bool(nms)
         self.score_threshold, self.iou_threshold = float(score_threshold), float(iou_threshold)
         self.max_detections, self.pre_nms_topk = int(max_detections), int(pre_nms_topk)
-        anchors = detector.anchors((self.image_size, self.image_size), torch.device("cpu"))
-        self.register_buffer("anchors", anchors.clone(), persistent=False)
+        priors = detector.priors((self.image_size, self.image_size), torch.device("cpu"))
+        self.register_buffer("priors", priors.clone(), persistent=False)
 
     def decode(self, deltas: torch.Tensor) -> torch.Tensor:
-        """Boxes ``[B, A, 4]`` xyxy from the deltas, clipped to the input, as ``predict`` does."""
-        boxes = self.detector.box_coder.decode(deltas.float(), self.anchors)
+        """Boxes ``[B, A, 4]`` xyxy from the box outputs, clipped to the input, as ``predict``
+        does."""
+        boxes = self.detector.decode_boxes(deltas.float(), self.priors)
         x1, y1, x2, y2 = boxes.clamp(0, self.image_size).unbind(-1)
         return torch.stack([x1, y1, x2, y2], dim=-1)
 

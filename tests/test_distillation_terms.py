@@ -32,7 +32,7 @@ def test_all_term_kinds_train_together_and_leave_the_teacher_alone(tmp_path):
     data = prepare_data(recipe)
     module = build_module(recipe, data.class_names)
     assert list(module.distiller) == ["prediction", "crosskd", "feature", "mgd"]
-    assert module.needs_head_hidden
+    assert module.student_taps == ("box_hidden", "cls_hidden")
     teacher_before = {k: v.clone() for k, v in module.teacher.state_dict().items()}
     batch = next(iter(data.train_dataloader()))
     values = TermValues()

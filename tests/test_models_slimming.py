@@ -12,6 +12,8 @@ from distill.models import build_model
 from distill.models.light import LightConv, channel_shuffle
 from distill.training import check_model
 
+TAPS = ("cls_hidden", "box_hidden")  # the head tower outputs CrossKD reads
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TARGETS = [{"boxes": torch.tensor([[8.0, 12.0, 60.0, 50.0], [70.0, 64.0, 120.0, 110.0]]),
@@ -48,18 +50,18 @@ def test_light_levels_keep_outputs_and_the_crosskd_api(name, block):
     light = _build(name, light_levels=[3, 4], light_block=block).eval()
     x = torch.randn(2, 3, 128, 128)
     with torch.no_grad():
-        out, ref = light(x, head_hidden=True), base(x, head_hidden=True)
+        out, ref = light(x, taps=TAPS), base(x, taps=TAPS)
     assert out.cls_logits.shape == ref.cls_logits.shape
     assert out.box_deltas.shape == ref.box_deltas.shape
-    assert [h.shape for h in out.cls_hidden] == [h.shape for h in ref.cls_hidden]
+    assert [h.shape for h in out.taps["cls_hidden"]] == [h.shape for h in ref.taps["cls_hidden"]]
     head = light.class_head
     assert sorted(head.light) == ["0", "1"] and len(head.light["0"]) > 0
     assert head.light["0"] is not head.light["1"]  # every light level has its own blocks
     with torch.no_grad():
         feats = light.neck(light.backbone(x))
         # CrossKD runs the last layers of a (teacher) tower and the predictor on tower outputs
-        last = head.run_tower(out.cls_hidden[0], 0, start=head.num_layers - 1)
-        assert last.shape == out.cls_hidden[0].shape
+        last = head.run_tower(out.taps["cls_hidden"][0], 0, start=head.num_layers - 1)
+        assert last.shape == out.taps["cls_hidden"][0].shape
         whole = torch.cat([head.project(head.run_tower(f, i)) for i, f in enumerate(feats)], 1)
     torch.testing.assert_close(whole, out.cls_logits)
 
@@ -80,7 +82,7 @@ def test_light_depth_replaces_only_the_first_tower_convs(name, block):
     assert len(light.class_head.light["0"]) == (1 if name.startswith("efficientdet") else 3)
     x = torch.randn(1, 3, 128, 128)
     with torch.no_grad():
-        out = light(x, head_hidden=True)
+        out = light(x, taps=TAPS)
         feats = light.neck(light.backbone(x))
         # past its first conv the light P3 runs the shared tower, as P4 does (fresh norms in
         # eval mode are the identity on every level)

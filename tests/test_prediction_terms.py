@@ -70,7 +70,7 @@ def test_prediction_kd_normalisers_by_hand():
     s_cls = torch.zeros(1, 2, 1)
     t_box = torch.zeros(1, 2, 4)
     s_box = torch.tensor([[[0.1, 0.0, 0.0, 0.0], [0.3, 0.0, 0.0, 0.0]]])  # dx: 1 px, 3 px
-    out = prediction_kd(cfg, s_cls, s_box, t_cls, t_box, anchors, coder)
+    out = prediction_kd(cfg, s_cls, s_box, t_cls, t_box, anchors, coder.decode)
     cls = (math.log(2) * 0.09 + math.log(2) * 0.09) / max(1.0, 0.8 + 0.2)
     assert out["cls"].item() == pytest.approx(cls, rel=1e-5)
     # only anchor 0 (score 0.8 >= 0.5): l1 = 2 corners x 1 px / 10 px; weight 0.8 / max(1, 0.8)
@@ -87,7 +87,7 @@ def pair(student_name="efficientdet_dm3", size=128, teacher=None, teacher_size=1
 
 
 def outputs(student, teacher, images, head_hidden=False):
-    s = student(images, head_hidden=head_hidden)
+    s = student(images, taps=("cls_hidden", "box_hidden") if head_hidden else ())
     with torch.no_grad():
         t = teacher(images)
     return TermInputs(s, t, [], tuple(images.shape[-2:]))
@@ -127,7 +127,7 @@ def test_prediction_pairs_by_stride_and_rejects_other_input_sizes():
     s, t = term.paired(outputs(student.eval(), teacher, torch.randn(1, 3, 128, 128)))
     assert s["cls"].shape == t["cls"].shape == (1, (8 * 8 + 2 * 2) * 9, 3)
     # stride 16, first anchor: centre (8, 8), side 4 x 16
-    assert s["anchors"][0].tolist() == [-24.0, -24.0, 40.0, 40.0]
+    assert s["priors"][0].tolist() == [-24.0, -24.0, 40.0, 40.0]
 
 
 def test_crosskd_identity_align_through_the_predictor_is_zero():
@@ -199,7 +199,8 @@ def test_terms_take_section_defaults_and_bad_terms_are_named():
 
 def test_detector_output_fields_for_terms():
     student = build_detector({"name": "retinanet_tiny", "image_size": 128}, 3)
-    out = student(torch.randn(1, 3, 128, 128), head_hidden=True)
+    out = student(torch.randn(1, 3, 128, 128), taps=("cls_hidden", "box_hidden"))
     assert isinstance(out, DetectorOutput)
-    assert [h.shape[1] for h in out.cls_hidden] == [student.class_head.width] * 3
-    assert out.cls_logits.shape[1] == sum(h.shape[-1] * h.shape[-2] * 9 for h in out.cls_hidden)
+    hidden = out.taps["cls_hidden"]
+    assert [h.shape[1] for h in hidden] == [student.class_head.width] * 3
+    assert out.cls_logits.shape[1] == sum(h.shape[-1] * h.shape[-2] * 9 for h in hidden)

@@ -49,7 +49,9 @@ class DistillationModule(DetectionModule):
         ctx = BuildContext(self.model, teacher, int(student_size),
                            int(self.teacher_size or student_size))
         self.distiller = build_terms(_distill_config(recipe["distill"]), ctx)
-        self.needs_head_hidden = any(t.needs_head_hidden for t in self.distiller.values())
+        # the student's intermediate outputs the terms read (e.g. CrossKD's head features)
+        self.student_taps = tuple(sorted({tap for term in self.distiller.values()
+                                          for tap in term.taps}))
         self.teacher_precision = recipe["teacher"].get("precision")
         teacher.set_channels_last(bool(recipe["teacher"].get("channels_last", True)))
         if recipe["trainer"].get("compile", False):
@@ -108,7 +110,7 @@ class DistillationModule(DetectionModule):
         # backward) fill memory and caches. Quick start on 2 CPU cores: the step went from 1.08
         # to 0.99 x (student step + teacher forward)
         teacher = self.teacher_output(images) if active else None
-        output = self.model(images, head_hidden=self.needs_head_hidden and bool(active))
+        output = self.model(images, taps=self.student_taps if active else ())
         det = self.model.loss(output, targets, across_ranks=True)
         logs = {name: value for name, value in det.items() if name != "loss"}
         logs["det_loss"] = det["loss"]

@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import nn
 
+from .anchor_detector import AnchorDetector
 from .anchors import AnchorGenerator
 from .backbone import TimmBackbone
 from .conv_head import ConvHead
@@ -90,7 +91,7 @@ def assemble(
         head_args["norm"] = "gn_ws"
     common = dict(in_channels=neck_channels, num_anchors=anchors.num_anchors, light=light,
                   light_block=cfg.light_block, light_depth=cfg.light_depth, **head_args)
-    return Detector(
+    return AnchorDetector(
         backbone=backbone,
         neck=neck,
         class_head=ConvHead(num_outputs=num_classes, prior_prob=0.01, **common),

@@ -1,15 +1,22 @@
-"""The ``Detector`` module: backbone -> neck -> class/box heads, with loss and predict."""
+"""The model contract: ``Detector`` (backbone -> neck -> head) and its raw ``DetectorOutput``.
+
+A family implements the head side: what its head returns, its loss (assignment included), how
+its box outputs decode, and which intermediate outputs (taps) it can return for distillation.
+``AnchorDetector`` (``anchor_detector.py``) is one implementation: anchor-based dense heads.
+Anything written against this class (training, evaluation, predict, export, the distillation
+terms) works for every family; see docs/ARCHITECTURE.md, "Model contract".
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from .anchors import AnchorGenerator, BoxCoder
-from .assigner import pad_targets
-from .losses import detection_loss
+from .anchors import level_sizes
 from .postprocess import postprocess
 
 
@@ -17,48 +24,49 @@ from .postprocess import postprocess
 class DetectorOutput:
     """Raw outputs of a forward pass.
 
-    ``features`` are the neck outputs (one per level, the distillation taps); ``cls_logits`` is
-    ``[B, A, K]`` and ``box_deltas`` ``[B, A, 4]`` with ``A`` over levels, locations (row-major)
-    and anchors of a location. ``image_shape`` is the (h, w) of the input batch.
-    ``cls_hidden`` / ``box_hidden``: the heads' tower outputs per level, when asked for.
+    ``features``: the neck outputs, one per level. ``cls_logits`` ``[B, N, K]`` and
+    ``box_deltas`` ``[B, N, R]``: one row per prediction, over levels, then locations
+    (row-major), then the predictions of a location; ``R`` is the family's box encoding (4
+    anchor deltas; ``4 * (reg_max + 1)`` for a distribution head). ``image_shape`` is the
+    (h, w) of the input. ``taps``: the intermediate outputs asked for by name (see
+    ``Detector.TAPS``), e.g. ``cls_hidden`` / ``box_hidden``, the heads' tower outputs per level.
     """
 
     features: list[torch.Tensor]
     cls_logits: torch.Tensor
     box_deltas: torch.Tensor
     image_shape: tuple[int, int] | None = None
-    cls_hidden: list[torch.Tensor] | None = None
-    box_hidden: list[torch.Tensor] | None = None
+    taps: dict[str, list[torch.Tensor]] = field(default_factory=dict)
 
 
 class Detector(nn.Module):
-    """Anchor-based one-stage detector (EfficientDet layout) following the model contract."""
+    """Base of every detector family: backbone and neck here, the head side in the subclass.
+
+    A subclass sets ``TAPS`` and ``predictions_per_location`` and implements ``forward_head``,
+    ``loss``, ``priors``, ``decode_boxes`` and ``prediction_signature``; ``forward``,
+    ``predict`` and the level bookkeeping are shared.
+    """
+
+    TAPS: ClassVar[frozenset[str]] = frozenset()  # intermediate outputs forward can return
 
     def __init__(
         self,
         backbone: nn.Module,
         neck: nn.Module,
-        class_head: nn.Module,
-        box_head: nn.Module,
-        anchors: AnchorGenerator,
         num_classes: int,
         image_size: int,
         strides: list[int],
         neck_channels: list[int],
-        loss_cfg: dict | None = None,
+        predictions_per_location: int = 1,
     ) -> None:
         super().__init__()
         self.backbone = backbone
         self.neck = neck
-        self.class_head = class_head
-        self.box_head = box_head
-        self.anchor_generator = anchors
-        self.box_coder = BoxCoder()
         self.num_classes = num_classes
         self.image_size = image_size
         self.strides = list(strides)
         self.neck_channels = list(neck_channels)
-        self.loss_cfg = dict(loss_cfg or {})
+        self.predictions_per_location = int(predictions_per_location)
         self.channels_last = False
 
     def set_channels_last(self, enabled: bool = True) -> Detector:
@@ -71,55 +79,68 @@ class Detector(nn.Module):
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         return self.to(memory_format=fmt)
 
-    def anchors(self, image_shape: tuple[int, int], device: torch.device) -> torch.Tensor:
-        """Anchors ``[A, 4]`` xyxy for an input of ``image_shape`` (cached)."""
-        return self.anchor_generator(image_shape, device)
-
-    def forward(self, images: torch.Tensor, head_hidden: bool = False) -> DetectorOutput:
-        """Run the network on ``images`` ``[B, 3, H, W]``; ``head_hidden`` also keeps the
-        heads' tower outputs (the inputs of their predictors)."""
+    def forward(self, images: torch.Tensor, taps: Collection[str] = ()) -> DetectorOutput:
+        """Run the network on ``images`` ``[B, 3, H, W]``; ``taps``: names from ``TAPS`` whose
+        outputs the result also carries (a distillation term declares the ones it needs)."""
+        unknown = sorted(set(taps) - self.TAPS)
+        if unknown:
+            raise ValueError(f"{type(self).__name__} has no tap(s) {unknown}; it offers "
+                             f"{sorted(self.TAPS) or 'none'}")
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         feats = self.neck(self.backbone(images))
+        cls_logits, box_out, tapped = self.forward_head(feats, frozenset(taps))
         shape = (int(images.shape[-2]), int(images.shape[-1]))
-        if head_hidden:
-            cls_logits, cls_hidden = self.class_head(feats, return_hidden=True)
-            box_deltas, box_hidden = self.box_head(feats, return_hidden=True)
-            return DetectorOutput(feats, cls_logits, box_deltas, shape, cls_hidden, box_hidden)
-        return DetectorOutput(feats, self.class_head(feats), self.box_head(feats), shape)
+        return DetectorOutput(feats, cls_logits, box_out, shape, tapped)
 
-    def _shape(self, output: DetectorOutput) -> tuple[int, int]:
+    def forward_head(self, feats: list[torch.Tensor], taps: frozenset[str]
+                     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, list[torch.Tensor]]]:
+        """``(cls_logits, box outputs, {tap: per-level tensors})`` from the neck outputs."""
+        raise NotImplementedError
+
+    def loss(self, output: DetectorOutput, targets: list[dict], across_ranks: bool = False
+             ) -> dict[str, torch.Tensor]:
+        """``loss``, ``cls_loss``, ``box_loss`` (scalars) against ``targets`` (per image
+        ``boxes`` xyxy input pixels, ``labels``); ``across_ranks``: normalised over all DDP
+        processes (training)."""
+        raise NotImplementedError
+
+    def priors(self, image_shape: tuple[int, int], device: torch.device) -> torch.Tensor:
+        """The reference box ``[N, 4]`` (xyxy pixels) of every prediction: anchors, or for a
+        point head the stride-sized cell of each point. Decoding and box distillation use it."""
+        raise NotImplementedError
+
+    def decode_boxes(self, box_out: torch.Tensor, priors: torch.Tensor) -> torch.Tensor:
+        """Boxes ``[..., 4]`` xyxy from box outputs ``[..., R]`` and their ``priors``."""
+        raise NotImplementedError
+
+    def prediction_signature(self) -> tuple:
+        """What must be equal for two models' predictions to pair one to one at each location
+        (e.g. the anchor settings); compared by the prediction-level distillation terms."""
+        raise NotImplementedError
+
+    def output_shape(self, output: DetectorOutput) -> tuple[int, int]:
+        """The input (h, w) an output came from (the default size when not recorded)."""
         return output.image_shape or (self.image_size, self.image_size)
 
-    def loss(
-        self, output: DetectorOutput, targets: list[dict], across_ranks: bool = False
-    ) -> dict[str, torch.Tensor]:
-        """Focal + Huber loss against ``targets`` (list of dicts with ``boxes``, ``labels``);
-        ``across_ranks``: normalised by the positives of all DDP processes (training)."""
-        device = output.cls_logits.device
-        anchors = self.anchors(self._shape(output), device)
-        padded = pad_targets(targets, device)
-        return detection_loss(
-            output.cls_logits, output.box_deltas, anchors, padded, self.box_coder,
-            across_ranks=across_ranks, **self.loss_cfg,
-        )
+    def level_slices(self, image_shape: tuple[int, int]) -> list[slice]:
+        """Per level the slice of the prediction axis for inputs of ``image_shape``."""
+        slices, start = [], 0
+        for h, w in level_sizes(image_shape, self.strides):
+            count = h * w * self.predictions_per_location
+            slices.append(slice(start, start + count))
+            start += count
+        return slices
 
     @torch.no_grad()
-    def predict(
-        self,
-        output: DetectorOutput,
-        score_threshold: float = 0.05,
-        max_detections: int = 100,
-    ) -> list[dict[str, torch.Tensor]]:
-        """Detections per image: ``boxes`` (xyxy input pixels), ``scores``, ``labels``."""
-        shape = self._shape(output)
-        anchors = self.anchors(shape, output.cls_logits.device)
+    def predict(self, output: DetectorOutput, score_threshold: float = 0.05,
+                max_detections: int = 100) -> list[dict[str, torch.Tensor]]:
+        """Detections per image: ``boxes`` (xyxy input pixels), ``scores``, ``labels``: the
+        best 5000 sigmoid scores above the threshold, class-wise NMS, the best
+        ``max_detections``."""
+        shape = self.output_shape(output)
         return postprocess(
-            output.cls_logits,
-            output.box_deltas,
-            anchors,
-            shape,
-            score_threshold=score_threshold,
-            max_detections=max_detections,
-            coder=self.box_coder,
+            output.cls_logits, output.box_deltas, self.priors(shape, output.cls_logits.device),
+            shape, score_threshold=score_threshold, max_detections=max_detections,
+            decode=self.decode_boxes,
         )

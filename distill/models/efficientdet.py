@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+from .anchor_detector import AnchorDetector
 from .anchors import AnchorGenerator
 from .backbone import TimmBackbone
 from .bifpn import BiFPN
@@ -174,7 +175,7 @@ def efficientdet_on_backbone(backbone: nn.Module, cfg: Any, num_classes: int) ->
         light_depth=cfg.light_depth,
         norm=cfg.norm,
     )
-    return Detector(
+    return AnchorDetector(
         backbone=backbone,
         neck=neck,
         class_head=Head(num_outputs=num_classes, prior_prob=0.01, **head_args),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torchvision.ops import batched_nms
@@ -56,21 +57,22 @@ def _nms_best_first(
 def postprocess(
     cls_logits: torch.Tensor,
     box_deltas: torch.Tensor,
-    anchors: torch.Tensor,
+    priors: torch.Tensor,
     image_size: tuple[int, int],
     score_threshold: float = 0.05,
     max_detections: int = 100,
     pre_nms_topk: int = 5000,
     nms_iou: float = 0.5,
-    coder: BoxCoder | None = None,
+    decode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> list[dict[str, torch.Tensor]]:
     """Detections per image as dicts with ``boxes`` (xyxy, clipped), ``scores``, ``labels``.
 
     Per image: the ``pre_nms_topk`` best (anchor, class) scores, those above
     ``score_threshold``, class-wise NMS at ``nms_iou``, the ``max_detections`` best. Scores are
-    sorted in decreasing order.
+    sorted in decreasing order. ``decode(box outputs, priors)`` turns the kept predictions'
+    box outputs into xyxy boxes (default: anchor deltas, ``BoxCoder().decode``).
     """
-    coder = coder or BoxCoder()
+    decode = decode or BoxCoder().decode
     batch = cls_logits.shape[0]
     cls_logits = cls_logits.detach()
     image, anchor, labels = _candidates(cls_logits, score_threshold, pre_nms_topk)
@@ -79,7 +81,7 @@ def postprocess(
     order = torch.argsort(scores[keep], descending=True, stable=True)
     order = order[torch.argsort(image[keep][order], stable=True)]  # by image, then score
     image, anchor, labels, scores = (t[keep][order] for t in (image, anchor, labels, scores))
-    boxes = coder.decode(box_deltas.detach()[image, anchor].float(), anchors[anchor])
+    boxes = decode(box_deltas.detach()[image, anchor].float(), priors[anchor])
     h, w = image_size
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
     boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)

@@ -42,7 +42,7 @@ class TermConfig:
 class TermInputs:
     """One training batch as the terms see it: both models' raw outputs and the targets."""
 
-    student: DetectorOutput  # with head_hidden when a term asks for it
+    student: DetectorOutput  # with the taps the terms declare
     teacher: DetectorOutput  # float32, no grad
     targets: list[dict]  # per image boxes (xyxy, student input pixels) and labels
     image_shape: tuple[int, int]  # the student's input (h, w)
@@ -147,10 +147,19 @@ class DistillTerm(nn.Module):
     """Base of the term kinds: ``forward(inputs)`` returns ``{"total": value, part: ...}``."""
 
     Config: ClassVar[type] = TermConfig
-    needs_head_hidden: ClassVar[bool] = False  # the student's head features (CrossKD)
+    # the student's intermediate outputs the term reads (``Detector.TAPS`` names), e.g. CrossKD's
+    # head tower outputs; the student is run with them whenever the term is active
+    taps: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: TermConfig, ctx: BuildContext) -> None:
         super().__init__()
+        offered = getattr(ctx.student, "TAPS", frozenset())
+        missing = sorted(set(self.taps) - offered)
+        if missing:
+            raise RecipeError(
+                f"a {cfg.kind} term reads the student's {missing}, which a "
+                f"{type(ctx.student).__name__} does not offer (its taps: "
+                f"{sorted(offered) or 'none'}); use a feature or prediction term")
         self.cfg = cfg
         self.name = cfg.name or cfg.kind
         self.weight = TermWeight(cfg.weight)

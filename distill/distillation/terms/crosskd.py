@@ -38,7 +38,7 @@ class CrossKDTerm(PredictionTerm):
     """Prediction distillation through the teacher's head (CrossKD)."""
 
     Config = CrossKDTermConfig
-    needs_head_hidden = True
+    taps = ("cls_hidden", "box_hidden")
 
     def __init__(self, cfg: CrossKDTermConfig, ctx: BuildContext) -> None:
         super().__init__(cfg, ctx)
@@ -61,15 +61,18 @@ class CrossKDTerm(PredictionTerm):
         return torch.cat(outs, dim=1)
 
     def forward(self, inputs: TermInputs) -> dict[str, Tensor]:
-        if inputs.student.cls_hidden is None or inputs.student.box_hidden is None:
-            raise ValueError("crosskd: the student output has no head features; run the "
-                             "student with head_hidden=True")
+        taps = inputs.student.taps
+        if not set(self.taps) <= set(taps):
+            raise ValueError(f"crosskd: the student output has no head features; run the "
+                             f"student with taps={self.taps}")
         t = self.teacher_part(inputs)  # the student's own predictions are not used here
         teacher = self.models[1]
-        cross_cls = self.cross(teacher.class_head, self.cls_align, inputs.student.cls_hidden)
-        cross_box = self.cross(teacher.box_head, self.box_align, inputs.student.box_hidden)
+        cross_cls = self.cross(teacher.class_head, self.cls_align, taps["cls_hidden"])
+        cross_box = self.cross(teacher.box_head, self.box_align, taps["box_hidden"])
+        # the cross-head outputs are in the teacher head's box encoding
+        decode = self.models[1].decode_boxes
         return prediction_kd(self.cfg, cross_cls, cross_box, t["cls"], t["box"],
-                             self.anchors(inputs), self.models[0].box_coder)
+                             self.priors(inputs), decode, decode)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "teacher_layers": self.cfg.teacher_layers}

@@ -1,13 +1,17 @@
 """Prediction term: the teacher's class scores and boxes as targets for the student's head.
 
-Anchors are paired level by level: a level of stride s pairs when both models have it at the
-same map size with the same anchors per location (scales, aspect ratios, anchor scale), so
-anchor a of the student is anchor a of the teacher. Otherwise the term stops before training
-and says why (a teacher at another input size, other anchor settings).
+Predictions are paired level by level: a level of stride s pairs when both models have it at
+the same map size with equal ``Detector.prediction_signature()`` (the same anchors per
+location, or one point per location for anchor-free heads), so prediction a of the student is
+prediction a of the teacher. Otherwise the term stops before training and says why (a teacher
+at another input size, other anchor settings, an anchor head against a point head). Boxes are
+compared decoded, each model decoding its own box outputs, so two heads with different box
+encodings pair too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -44,30 +48,17 @@ class PredictionTermConfig(TermConfig):
     INHERITED: ClassVar[tuple[str, ...]] = ()  # strides: every level both models have
 
 
-def _anchor_layout(model: nn.Module) -> tuple:
-    gen = model.anchor_generator
-    return gen.num_scales, tuple(gen.aspect_ratios), float(gen.anchor_scale)
-
-
-def level_slices(model: nn.Module, image_shape: tuple[int, int]) -> list[slice]:
-    """Per level of ``model`` the slice of its anchor axis for inputs of ``image_shape``."""
-    per_location = model.anchor_generator.num_anchors
-    slices, start = [], 0
-    for h, w in level_sizes(image_shape, model.strides):
-        slices.append(slice(start, start + h * w * per_location))
-        start += h * w * per_location
-    return slices
-
-
-def paired_anchors(ctx: BuildContext, strides: list[int] | None, key: str
-                   ) -> tuple[list[int], list[int], list[int]]:
-    """``(strides, student levels, teacher levels)`` whose anchors pair one to one."""
+def paired_predictions(ctx: BuildContext, strides: list[int] | None, key: str
+                       ) -> tuple[list[int], list[int], list[int]]:
+    """``(strides, student levels, teacher levels)`` whose predictions pair one to one."""
     strides, s_levels, t_levels = paired_levels(ctx.student, ctx.teacher, strides, key)
-    if _anchor_layout(ctx.student) != _anchor_layout(ctx.teacher):
+    s_sig, t_sig = ctx.student.prediction_signature(), ctx.teacher.prediction_signature()
+    if s_sig != t_sig:
         raise RecipeError(
-            f"{key}: the student's anchors (scales, aspect ratios, anchor scale) "
-            f"{_anchor_layout(ctx.student)} differ from the teacher's "
-            f"{_anchor_layout(ctx.teacher)}: predictions cannot be paired; use a feature term")
+            f"{key}: the student's anchors / points per location {s_sig} differ from the "
+            f"teacher's {t_sig} ({type(ctx.student).__name__} student, "
+            f"{type(ctx.teacher).__name__} teacher): predictions cannot be paired; use a "
+            "feature term")
     s_sizes = level_sizes((ctx.student_size,) * 2, ctx.student.strides)
     t_sizes = level_sizes((ctx.teacher_size,) * 2, ctx.teacher.strides)
     for stride, s_i, t_i in zip(strides, s_levels, t_levels):
@@ -86,10 +77,13 @@ def prediction_kd(
     student_deltas: Tensor,
     teacher_cls: Tensor,
     teacher_deltas: Tensor,
-    anchors: Tensor,
-    coder: Any,
+    priors: Tensor,
+    decode: Callable[[Tensor, Tensor], Tensor],
+    teacher_decode: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> dict[str, Tensor]:
-    """``cls`` and ``box`` distillation of paired anchors (``[B, A, K]``, ``[B, A, 4]``).
+    """``cls`` and ``box`` distillation of paired predictions (``[B, A, K]``, ``[B, A, R]``):
+    boxes are decoded on the shared ``priors`` by ``decode`` (the student's) and
+    ``teacher_decode`` (the teacher's; default the same).
 
     cls: the element losses summed, over the teacher's soft count of objects
     ``max(1, sum_a max_k p_t)``; box: per anchor loss x (score if score >= box_min_score),
@@ -100,9 +94,9 @@ def prediction_kd(
     out = {"cls": cls_elem.sum() / score.sum().clamp(min=1.0)}
     if cfg.box != "none":
         weight = torch.where(score >= cfg.box_min_score, score, torch.zeros_like(score))
-        s_boxes = coder.decode(student_deltas.float(), anchors)
-        t_boxes = coder.decode(teacher_deltas.float(), anchors)
-        per_box = BOX_KD_LOSSES.get(cfg.box)(s_boxes, t_boxes, anchors.expand_as(s_boxes))
+        s_boxes = decode(student_deltas.float(), priors)
+        t_boxes = (teacher_decode or decode)(teacher_deltas.float(), priors)
+        per_box = BOX_KD_LOSSES.get(cfg.box)(s_boxes, t_boxes, priors.expand_as(s_boxes))
         out["box"] = cfg.box_weight * (per_box * weight).sum() / weight.sum().clamp(min=1.0)
     out["total"] = sum(out.values())
     return out
@@ -130,20 +124,21 @@ class PredictionTerm(DistillTerm):
     def __init__(self, cfg: PredictionTermConfig, ctx: BuildContext) -> None:
         super().__init__(cfg, ctx)
         check_prediction_config(cfg)
-        self.strides, self.student_levels, self.teacher_levels = paired_anchors(
+        self.strides, self.student_levels, self.teacher_levels = paired_predictions(
             ctx, cfg.strides, f"distill.terms ({self.name}).strides")
         self.__dict__["models"] = (ctx.student, ctx.teacher)  # not registered: not saved twice
 
     def cut(self, values: Tensor, model: nn.Module, shape: tuple[int, int],
             levels: list[int]) -> Tensor:
-        """The paired ``levels`` of ``model``'s anchor-axis tensor ``values`` ``[B, A, ...]``."""
-        slices = level_slices(model, shape)
+        """The paired ``levels`` of ``model``'s prediction-axis tensor ``values``
+        ``[B, A, ...]``."""
+        slices = model.level_slices(shape)
         return torch.cat([values[:, slices[i]] for i in levels], dim=1)
 
-    def anchors(self, inputs: TermInputs) -> Tensor:
-        """The student's anchors ``[A', 4]`` on the paired levels."""
+    def priors(self, inputs: TermInputs) -> Tensor:
+        """The student's priors (anchors, point cells) ``[A', 4]`` on the paired levels."""
         student = self.models[0]
-        every = student.anchors(inputs.student.image_shape, inputs.student.cls_logits.device)
+        every = student.priors(inputs.student.image_shape, inputs.student.cls_logits.device)
         return self.cut(every.unsqueeze(0), student, inputs.student.image_shape,
                         self.student_levels)[0]
 
@@ -154,18 +149,22 @@ class PredictionTerm(DistillTerm):
                 for key, values in (("cls", out.cls_logits), ("box", out.box_deltas))}
 
     def paired(self, inputs: TermInputs) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """Student ``cls`` / ``box`` outputs and ``anchors``, and the teacher's outputs, of the
+        """Student ``cls`` / ``box`` outputs and ``priors``, and the teacher's outputs, of the
         paired levels."""
         student, out = self.models[0], inputs.student
         s = {key: self.cut(values, student, out.image_shape, self.student_levels)
              for key, values in (("cls", out.cls_logits), ("box", out.box_deltas))}
-        s["anchors"] = self.anchors(inputs)
+        s["priors"] = self.priors(inputs)
         return s, self.teacher_part(inputs)
 
     def forward(self, inputs: TermInputs) -> dict[str, Tensor]:
         s, t = self.paired(inputs)
-        return prediction_kd(self.cfg, s["cls"], s["box"], t["cls"], t["box"], s["anchors"],
-                             self.models[0].box_coder)
+        return prediction_kd(self.cfg, s["cls"], s["box"], t["cls"], t["box"], s["priors"],
+                             *self.decoders())
+
+    def decoders(self) -> tuple[Callable, Callable]:
+        """The student's and the teacher's box decoding."""
+        return self.models[0].decode_boxes, self.models[1].decode_boxes
 
     def describe(self) -> dict[str, Any]:
         pairs = [f"stride {s}: student level {a} <-> teacher level {b}"

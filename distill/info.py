@@ -80,12 +80,36 @@ def _head_level_params(head: nn.Module, level: int) -> int:
     return own
 
 
+def _level_heads(model: nn.Module) -> dict[str, nn.Module]:
+    """The heads measurable level by level (``run_tower`` + ``project``: the anchor families'
+    class and box heads); none for a family whose head runs only as a whole."""
+    heads = {key: getattr(model, key, None) for key in ("class_head", "box_head")}
+    if all(hasattr(h, "run_tower") and hasattr(h, "project") for h in heads.values()):
+        return heads
+    return {}
+
+
+def _level_row(heads: dict[str, nn.Module], level: int, stride: int, feat: torch.Tensor
+               ) -> dict[str, Any]:
+    """FLOPs of each head's tower and predictor on one level's map, and that level's params."""
+    row: dict[str, Any] = {"level": f"P{pyramid_level(stride)}", "stride": stride,
+                           "flops": 0, "params": 0}
+    for key, head in heads.items():
+        tower, hidden = _flops(head.run_tower, feat, level)
+        predictor, _ = _flops(head.project, hidden)
+        row[key] = {"tower_flops": tower, "predictor_flops": predictor}
+        row["flops"] += tower + predictor
+        row["params"] += _head_level_params(head, level)
+    return row
+
+
 def flops_breakdown(model: nn.Module, image_size: tuple[int, int]) -> dict[str, Any]:
     """FLOPs and parameters of a ``Detector`` per component and, for the heads, per level.
 
     The parts are measured one at a time (backbone, neck, then each head's tower and predictor
     on each level's map), so they add up to one whole forward pass; a head's parameters split
     into each level's own (light convs, per-level norms and stems) and those all levels share.
+    A family whose head has no per-level tower gets the head measured whole (no level rows).
     """
     was_training = model.training
     model.eval()
@@ -95,22 +119,15 @@ def flops_breakdown(model: nn.Module, image_size: tuple[int, int]) -> dict[str, 
             x = torch.zeros(1, 3, *image_size, device=device)
             backbone_flops, feats = _flops(model.backbone, x)
             neck_flops, feats = _flops(model.neck, feats)
-            heads = {"class_head": model.class_head, "box_head": model.box_head}
-            levels = []
-            for i, (stride, feat) in enumerate(zip(model.strides, feats, strict=True)):
-                row: dict[str, Any] = {"level": f"P{pyramid_level(stride)}", "stride": stride,
-                                       "flops": 0, "params": 0}
-                for key, head in heads.items():
-                    tower, hidden = _flops(head.run_tower, feat, i)
-                    predictor, _ = _flops(head.project, hidden)
-                    row[key] = {"tower_flops": tower, "predictor_flops": predictor}
-                    row["flops"] += tower + predictor
-                    row["params"] += _head_level_params(head, i)
-                levels.append(row)
+            heads = _level_heads(model)
+            levels = [_level_row(heads, i, stride, feat) for i, (stride, feat)
+                      in enumerate(zip(model.strides, feats, strict=True))] if heads else []
+            head_flops = (sum(r["flops"] for r in levels) if heads else
+                          _flops(model.forward_head, feats, frozenset())[0])
     finally:
         model.train(was_training)
-    head_params = sum(_params(h) for h in heads.values())
-    head = {"flops": sum(r["flops"] for r in levels), "params": head_params,
+    head_params = _params(model) - _params(model.backbone) - _params(model.neck)
+    head = {"flops": head_flops, "params": head_params,
             "shared_params": head_params - sum(r["params"] for r in levels), "levels": levels}
     parts = {"backbone": {"flops": backbone_flops, "params": _params(model.backbone)},
              "neck": {"flops": neck_flops, "params": _params(model.neck)}, "head": head}

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_loss
 
 from distill.config import DistillConfig
@@ -16,6 +17,7 @@ from distill.distillation import TERMS
 from distill.distillation.terms import BuildContext, TermInputs, resolve_terms
 from distill.errors import RecipeError
 from distill.export import ExportGraph
+from distill.info import flops_breakdown
 from distill.models import Detector, build_model
 from distill.models.anchors import level_sizes
 from distill.models.fpn import FPN
@@ -171,3 +173,15 @@ def test_taps_are_checked_by_name():
     with torch.no_grad():
         out = teacher(torch.rand(1, 3, 128, 128), taps=("box_hidden",))
     assert list(out.taps) == ["box_hidden"] and len(out.taps["box_hidden"]) == 5
+
+
+def test_flops_breakdown_measures_a_head_without_per_level_towers_whole():
+    model = PointDetector(num_classes=3)
+    info = flops_breakdown(model, (128, 128))
+    head = info["components"]["head"]
+    assert head["levels"] == [] and head["flops"] > 0
+    assert head["params"] == sum(p.numel() for p in (*model.cls.parameters(),
+                                                     *model.box.parameters()))
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.eval()(torch.zeros(1, 3, 128, 128))
+    assert info["flops"] == counter.get_total_flops()

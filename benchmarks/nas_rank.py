@@ -10,7 +10,7 @@ spread evenly over the entropy-score range. Each is trained ``--epochs`` epochs 
 data (``distill train``, the recipe's student neck and heads) once per seed in ``--seeds``, and
 estimated by the structural search's short training (``--proxy-steps`` optimizer steps, seed 0;
 ``0`` skips it). Reported, each against the mean mAP over seeds with 95% bootstrap intervals
-(``students/nas/rank_stats.py``): Spearman and Kendall of the entropy score, the closed-form
+(``benchmarks/rank_stats.py``): Spearman and Kendall of the entropy score, the closed-form
 score and the short-training estimate; and the two seeds' mAPs against each other (is the order
 stable enough to rank by?).
 
@@ -29,14 +29,15 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from rank_stats import rank_agreement
+
 from distill.config import load_recipe
+from distill.search.measure import Budget
+from distill.search.proxy import ProxyTrainer
+from distill.search.score import closed_form_score, entropy_score
+from distill.search.space import Structure, structure_to_json
+from distill.search.zero_shot import budget_from_config, space_from_config
 from distill.training import train
-from students.nas.measure import Budget
-from students.nas.proxy import ProxyTrainer
-from students.nas.rank_stats import rank_agreement
-from students.nas.score import closed_form_score, entropy_score
-from students.nas.search import budget_from_config, space_from_config
-from students.nas.space import Structure, structure_to_json
 
 REPO = Path(__file__).resolve().parents[1]
 SCORES = ("entropy_score", "closed_form_score", "proxy_map")

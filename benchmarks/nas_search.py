@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from distill.config import load_recipe
-from students.nas.search import run_search, search_settings
+from distill.search.zero_shot import run_search, search_settings
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT = REPO / "benchmarks" / "results" / "nas_search.json"

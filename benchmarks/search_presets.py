@@ -23,8 +23,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from distill.config import load_recipe
 from distill.models.efficientdet import efficientdet_config
+from distill.search.zero_shot import run_search, search_settings
 from students.nas.detector import PRESET_PHI, STRUCTURES_DIR
-from students.nas.search import run_search, search_settings
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -28,8 +28,8 @@ import yaml
 
 from distill.config import load_recipe
 from distill.latency import measure_latencies
+from distill.search.proxy import build_spec
 from distill.training import prepare_data, train
-from students.nas.proxy import build_spec
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -117,7 +117,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 def _cmd_search(args: argparse.Namespace) -> int:
     from distill.config import load_recipe
-    from students.nas.search import (
+    from distill.search.zero_shot import (
         current_device,
         default_latency_path,
         run_search,
@@ -132,7 +132,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if args.member is not None:
         raise RecipeError("--member K goes with --level modular")
     if args.profile:
-        from students.nas.latency import profile_latency_table
+        from distill.search.latency import profile_latency_table
 
         device = current_device()
         path = Path(recipe.search.latency_table or default_latency_path(
@@ -163,8 +163,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 def _trained_search(args: argparse.Namespace, recipe, out_dir: Path) -> int:
     """`distill search --level structural | modular`: SM-NAS, candidates trained briefly."""
-    from students.nas.levels import run_level
-    from students.nas.results import summary_lines
+    from distill.search.levels import run_level
+    from distill.search.results import summary_lines
 
     if args.profile:
         raise RecipeError("--profile measures the zero-shot level's latency table; the "

@@ -17,10 +17,10 @@ from typing import Any, Optional, get_origin, get_type_hints
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from distill.data.settings import DataConfig
-from distill.data.synthetic import SyntheticConfig
+from distill.data.settings import DataConfig, SyntheticConfig
 from distill.errors import RecipeError
-from distill.search_config import SCORES, SearchConfig, search_problems
+from distill.registry import Registry
+from distill.search_config import SCORES, SearchConfig
 
 
 @dataclass
@@ -206,6 +206,13 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 STAGES: tuple[str, ...] = ("search", "teacher", "baseline", "distilled")
 
+# Checks of a loaded recipe that need more than the schema (e.g. the search section against the
+# search space): ``fn(recipe) -> list of problem strings`` (or it raises ``RecipeError``), run by
+# ``load_recipe`` after its own validation; the first problem stops the load. The modules that
+# register them are named in the ``distill.recipe_checks`` entry-point group (this project's
+# pyproject.toml: ``distill.search.checks``), so this schema imports none of them.
+RECIPE_CHECKS = Registry("recipe check", entry_point_group="distill.recipe_checks")
+
 _AT_LEAST_1, _AT_LEAST_0 = (lambda v: v >= 1, "a positive number"), (lambda v: v >= 0, ">= 0")
 _FRACTION = (lambda v: 0 < v < 1, "a fraction in (0, 1)")
 # numeric keys and what they must be (null values of optional keys are not checked)
@@ -341,9 +348,10 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
     _check_choices(schema, origin)
     _check_limits(schema, origin)
     recipe = OmegaConf.to_object(schema)
-    problems = search_problems(recipe.search)
-    if problems:
-        raise RecipeError(f"{origin}: {problems[0]}")
+    for name in RECIPE_CHECKS.names():
+        problems = RECIPE_CHECKS.get(name)(recipe)
+        if problems:
+            raise RecipeError(f"{origin}: {problems[0]}")
     return recipe
 
 

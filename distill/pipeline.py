@@ -298,7 +298,7 @@ def run_search_stage(recipe: Recipe, run_dir: Path) -> tuple[Recipe, dict[str, A
     """Search a backbone (``search`` section) into ``run_dir/search`` (or ``search.output``);
     the returned recipe's student uses the structure found. ``resume: true`` continues (or,
     when finished, just reads) the search saved there."""
-    from students.nas.search import run_search, search_settings
+    from distill.search.zero_shot import run_search, search_settings
 
     cfg, out_dir = search_settings(recipe)
     out_dir = out_dir if recipe.search.output else run_dir / "search"

@@ -1,26 +1,62 @@
-"""The ``search:`` section of a recipe: `distill search` settings.
+"""The ``search:`` section of a recipe: `distill search` settings (the schema only).
 
 The zero-shot level (MAE-NAS, the default) scores backbone structures without data; the
 trained levels (SM-NAS: ``--level structural`` and ``--level modular``) train every candidate
 detector briefly. Kept apart from ``distill.config`` to keep that file short; ``Recipe.search``
-is a ``SearchConfig``. ``search_problems`` lists what is wrong with one (checked by
-``load_recipe``).
+is a ``SearchConfig``. Plain dataclasses that import nothing of the search: the search package
+checks the values against its space (``distill.search.checks``, run by ``load_recipe`` as a
+``RECIPE_CHECKS`` entry) and builds its spaces from these sections (``SearchSpace`` and
+``StructuralSpace`` extend ``SearchSpaceConfig`` and ``StructuralSpaceConfig``).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Optional
 
-from students.nas.space import SearchSpace
-from students.nas.structural import GENE_LISTS, MAX_LEVELS, NECKS, StructuralSpace
-
 SCORES: tuple[str, ...] = ("entropy", "closed_form")
-MUTATIONS: tuple[str, ...] = ("width", "bottleneck", "depth", "kernel", "class")
-METRICS: tuple[str, ...] = ("map", "map_50")  # the trained levels' accuracy proxy
-COSTS: tuple[str, ...] = ("latency_ms", "macs")  # the structural level's cost
-NORMS: tuple[str, ...] = ("bn", "gn_ws")
+
+
+@dataclass
+class SearchSpaceConfig:
+    """``search.space``: what a structure may look like and how a mutation changes it
+    (REFERENCE section 3; ``distill.search.space.SearchSpace`` adds the rules)."""
+
+    stage_strides: list[int] = field(default_factory=lambda: [2, 2, 2, 1, 2])  # after the stem
+    block_kinds: list[str] = field(default_factory=lambda: ["k1kx", "kxkx"])  # BLOCK_TYPES keys
+    kernels: list[int] = field(default_factory=lambda: [3, 5])  # odd kernel sizes
+    # a width mutation multiplies a stage's (or bottleneck's) width by one of these
+    width_scales: list[float] = field(default_factory=lambda: [2.0, 1.5, 1.25, 0.8, 0.6, 0.5])
+    depth_steps: list[int] = field(default_factory=lambda: [-2, -1, 1, 2])  # depth mutation
+    channel_multiple: int = 8  # every width is a multiple of this
+    min_width: int = 8
+    max_width: int = 1024
+    max_stem_width: int = 64
+    max_depth: int = 10  # residual units per stage
+    min_bottleneck_ratio: float = 0.1  # bottleneck >= out * ratio (and <= out)
+    # what a mutation may change: width | bottleneck | depth | kernel | class
+    mutations: list[str] = field(
+        default_factory=lambda: ["width", "bottleneck", "depth", "kernel", "class"]
+    )
+
+
+@dataclass
+class StructuralSpaceConfig:
+    """``search.structural``: the values each gene of `distill search --level structural` may
+    take (``distill.search.structural.StructuralSpace`` adds sampling and mutation). A searched
+    structure is a backbone too: a ``maenas_*`` preset name or a ``structure.json`` path."""
+
+    backbones: list[str] = field(default_factory=lambda: [
+        "tinynet_e", "tinynet_d", "tinynet_c", "tinynet_b", "tinynet_a", "efficientnet_b0",
+        "mobilenetv3_small_075", "mobilenetv3_small_100", "mobilenetv3_large_100",
+        "resnet18", "resnet34", "maenas_dm3", "maenas_dm2", "maenas_dm1"])
+    necks: list[str] = field(default_factory=lambda: ["bifpn", "fpn", "repgfpn"])
+    neck_widths: list[int] = field(default_factory=lambda: [16, 24, 32, 48, 64])
+    neck_depths: list[int] = field(default_factory=lambda: [1, 2, 3])  # bifpn cells, RepBlocks
+    max_levels: list[int] = field(default_factory=lambda: [5, 6, 7])  # P3-P5, P3-P6, P3-P7
+    head_depths: list[int] = field(default_factory=lambda: [1, 2, 3])
+    head_widths: list[int] = field(default_factory=lambda: [16, 24, 32, 48, 64])  # conv heads
+    image_sizes: list[int] = field(default_factory=lambda: [128, 256])  # multiples of 128
 
 
 @dataclass
@@ -40,7 +76,7 @@ class BudgetConfig:
 class ModularConfig:
     """`distill search --level modular --member K`: around front member K of the structural
     search, the backbone's channel plan (searched backbones) and the neck and head widths,
-    against FLOPs. Null lists: SM-NAS's sets scaled to the member (students/nas/modular.py)."""
+    against FLOPs. Null lists: SM-NAS's sets scaled to the member (distill/search/modular.py)."""
 
     initial_widths: Optional[list[int]] = None  # the plan's initial width (SM-NAS: 48..72)
     neck_widths: Optional[list[int]] = None  # SM-NAS: {128, 256, 512}
@@ -56,7 +92,8 @@ class SearchConfig:
     (``--level structural`` / ``modular``) SM-NAS's search of trained candidate detectors."""
 
     budget: BudgetConfig = field(default_factory=BudgetConfig)
-    space: SearchSpace = field(default_factory=SearchSpace)  # what a structure may look like
+    # what a structure may look like
+    space: SearchSpaceConfig = field(default_factory=SearchSpaceConfig)
     image_size: int = 320  # detector input side the multiply-add and latency budgets refer to
     population: int = 256  # structures kept (best scores)
     candidates: int = 2000  # mutated structures to score (budget-passing, new ones only)
@@ -84,112 +121,5 @@ class SearchConfig:
     crossover: float = 0.5  # share of children bred by crossover of two parents (then mutated)
     references: list[str] = field(default_factory=list)  # presets trained the same way, for
     # comparison in front.json / front.png (e.g. efficientdet_dm3)
-    structural: StructuralSpace = field(default_factory=StructuralSpace)
+    structural: StructuralSpaceConfig = field(default_factory=StructuralSpaceConfig)
     modular: ModularConfig = field(default_factory=ModularConfig)
-
-
-def _positive(value: float | None) -> bool:
-    return value is not None and not isinstance(value, bool) and math.isfinite(value) and value > 0
-
-
-def search_problems(cfg: SearchConfig) -> list[str]:
-    """Every problem of ``cfg`` as ``'search.<key>' ...`` messages (empty when it is usable)."""
-    from students.nas.space import BLOCK_TYPES  # no torch: a cheap import
-
-    found: list[str] = []
-    for key in ("params", "macs", "layers", "latency_ms"):
-        value = getattr(cfg.budget, key)
-        low = 0 if key == "latency_ms" else 1
-        if value is not None and not (_positive(value) and value >= low):
-            found.append(f"'search.budget.{key}' is {value}, expected a positive number "
-                         "(null: no limit)")
-    space = cfg.space
-    stages = len(space.stage_strides)
-    if not stages or any(s not in (1, 2) for s in space.stage_strides):
-        found.append(f"'search.space.stage_strides' is {space.stage_strides}, expected a "
-                     "non-empty list of 1s and 2s")
-    bad = [k for k in space.block_kinds if k not in BLOCK_TYPES]
-    if bad or not space.block_kinds:
-        found.append(f"'search.space.block_kinds' is {space.block_kinds}, expected names "
-                     f"from {', '.join(BLOCK_TYPES)}")
-    if not space.kernels or any(k < 1 or k % 2 == 0 for k in space.kernels):
-        found.append(f"'search.space.kernels' is {space.kernels}, expected odd sizes >= 1")
-    if not space.width_scales or any(not _positive(s) for s in space.width_scales):
-        found.append(f"'search.space.width_scales' is {space.width_scales}, expected "
-                     "positive factors")
-    bad = [m for m in space.mutations if m not in MUTATIONS]
-    if bad or not space.mutations:
-        found.append(f"'search.space.mutations' is {space.mutations}, expected names from "
-                     f"{', '.join(MUTATIONS)}")
-    for key in ("channel_multiple", "min_width", "max_width", "max_stem_width", "max_depth"):
-        if not _positive(getattr(space, key)):
-            found.append(f"'search.space.{key}' is {getattr(space, key)}, expected >= 1")
-    if not 0 < space.min_bottleneck_ratio <= 1:
-        found.append(f"'search.space.min_bottleneck_ratio' is {space.min_bottleneck_ratio}, "
-                     "expected a fraction in (0, 1]")
-    if len(cfg.stage_weights) != stages:
-        found.append(f"'search.stage_weights' has {len(cfg.stage_weights)} values, expected "
-                     f"one per stage of search.space.stage_strides ({stages})")
-    if len(cfg.initial) != stages + 1:
-        found.append(f"'search.initial' has {len(cfg.initial)} widths, expected the stem's "
-                     f"and one per stage ({stages + 1})")
-    if cfg.population < 2:
-        found.append(f"'search.population' is {cfg.population}, expected >= 2")
-    if cfg.candidates < 1:
-        found.append(f"'search.candidates' is {cfg.candidates}, expected >= 1")
-    for key in ("image_size", "score_image_size", "score_batch", "repeats", "checkpoint_every"):
-        if getattr(cfg, key) < 1:
-            found.append(f"'search.{key}' is {getattr(cfg, key)}, expected >= 1")
-    return found + trained_problems(cfg)
-
-
-def _choice(found: list[str], key: str, value: object, allowed: tuple) -> None:
-    if value not in allowed:
-        found.append(f"'{key}' is {value!r}, expected one of {', '.join(map(str, allowed))}")
-
-
-def trained_problems(cfg: SearchConfig) -> list[str]:
-    """Problems of the structural / modular settings, as ``'search.<key>' ...`` messages."""
-    found: list[str] = []
-    for key in ("evaluations", "train_steps", "latency_runs", "random_initial"):
-        if getattr(cfg, key) < 1:
-            found.append(f"'search.{key}' is {getattr(cfg, key)}, expected >= 1")
-    if cfg.trained_population < 2:
-        found.append(f"'search.trained_population' is {cfg.trained_population}, expected >= 2")
-    if cfg.val_batches is not None and cfg.val_batches < 1:
-        found.append(f"'search.val_batches' is {cfg.val_batches}, expected >= 1 or null")
-    if not 0.0 <= cfg.crossover <= 1.0:
-        found.append(f"'search.crossover' is {cfg.crossover}, expected a share in [0, 1]")
-    _choice(found, "search.metric", cfg.metric, METRICS)
-    _choice(found, "search.cost", cfg.cost, COSTS)
-    space = cfg.structural
-    for gene, key in GENE_LISTS.items():
-        values = getattr(space, key)
-        if not values:
-            found.append(f"'search.structural.{key}' is empty, expected at least one value")
-        elif gene not in ("backbone", "neck") and any(
-                isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
-            found.append(f"'search.structural.{key}' is {values}, expected positive integers")
-    bad = [n for n in space.necks if n not in NECKS]
-    if bad:
-        found.append(f"'search.structural.necks' has {bad}, expected names from "
-                     f"{', '.join(NECKS)}")
-    bad = [v for v in space.max_levels if v not in MAX_LEVELS]
-    if bad:
-        found.append(f"'search.structural.max_levels' has {bad}, expected values from "
-                     f"{list(MAX_LEVELS)} (P3-P5, P3-P6, P3-P7)")
-    bad = [v for v in space.image_sizes if isinstance(v, int) and v % 128]
-    if bad:
-        found.append(f"'search.structural.image_sizes' has {bad}, expected multiples of 128")
-    mod = cfg.modular
-    _choice(found, "search.modular.norm", mod.norm, NORMS)
-    for key in ("initial_widths", "neck_widths", "head_widths"):
-        values = getattr(mod, key)
-        if values is not None and (not values or any(v < 1 for v in values)):
-            found.append(f"'search.modular.{key}' is {values}, expected positive widths or "
-                         "null (SM-NAS's, scaled to the member)")
-    if mod.max_depth < 1:
-        found.append(f"'search.modular.max_depth' is {mod.max_depth}, expected >= 1")
-    if not _positive(mod.flops_ratio):
-        found.append(f"'search.modular.flops_ratio' is {mod.flops_ratio}, expected > 0")
-    return found

@@ -25,8 +25,10 @@ from distill.registry import Registry
 
 @pytest.fixture
 def clean_registries(monkeypatch):
-    """Registries and module cache as they were, whatever a test registers."""
+    """Registries and module cache as they were, whatever a test registers (the installed
+    plug-ins loaded first: their modules register only once, when first imported)."""
     for registry in (MODELS, FEATURE_LOSSES, TERMS):
+        registry.load_plugins()
         for attr in ("_entries", "_descriptions", "_loaded_plugins"):
             monkeypatch.setattr(registry, attr, type(getattr(registry, attr))(
                 getattr(registry, attr)))

@@ -7,15 +7,15 @@ import random
 import pytest
 import torch
 
-from students.nas.latency import (
+from distill.search.latency import (
     LatencyTable,
     profile_latency_table,
     required_keys,
     structure_latency_ms,
     table_key,
 )
-from students.nas.measure import conv_sizes
-from students.nas.space import ConvSpec, SearchSpace
+from distill.search.measure import conv_sizes
+from distill.search.space import ConvSpec, SearchSpace
 
 CHANNELS = [8, 32, 128]
 GRID = [[1.0, 2.0, 4.0], [3.0, 5.0, 9.0], [6.0, 10.0, 20.0]]  # increasing both ways

@@ -7,15 +7,15 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from students.nas.backbone import build_blocks
-from students.nas.latency import LatencyTable
-from students.nas.measure import (
+from distill.search.blocks import build_blocks
+from distill.search.latency import LatencyTable
+from distill.search.measure import (
     Budget,
     structure_layers,
     structure_macs,
     structure_params,
 )
-from students.nas.space import SearchSpace
+from distill.search.space import SearchSpace
 
 
 def random_structures(count: int = 6, steps: int = 12):
@@ -80,7 +80,7 @@ def test_latency_budget_needs_a_table():
         Budget(latency_ms=5.0).violations(structure, 320)
     # a flat synthetic table: 0.5 ms per conv whatever its shape
     space = SearchSpace()
-    from students.nas.latency import required_keys, table_key
+    from distill.search.latency import required_keys, table_key
 
     entries = {table_key(*key): [[0.5, 0.5], [0.5, 0.5]] for key in required_keys(space, 320)}
     table = LatencyTable("cpu", 320, [8, 512], entries)

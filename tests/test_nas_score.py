@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from students.nas.backbone import build_blocks
-from students.nas.score import closed_form_score, entropy_score, score
-from students.nas.space import SearchSpace
+from distill.search.blocks import build_blocks
+from distill.search.score import closed_form_score, entropy_score, score
+from distill.search.space import SearchSpace
 
 SPACE = SearchSpace()
 

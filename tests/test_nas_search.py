@@ -9,19 +9,19 @@ import torch
 from distill.cli import main
 from distill.config import load_recipe
 from distill.errors import RecipeError
-from distill.search_config import SearchConfig
-from students.nas.backbone import NasBackbone
-from students.nas.latency import LatencyTable, required_keys, structure_latency_ms, table_key
-from students.nas.measure import conv_out_size, structure_layers, structure_macs, structure_params
-from students.nas.search import (
+from distill.search.latency import LatencyTable, required_keys, structure_latency_ms, table_key
+from distill.search.measure import conv_out_size, structure_layers, structure_macs, structure_params
+from distill.search.search_state import structure_key
+from distill.search.space import ConvSpec, SearchSpace, structure_from_json
+from distill.search.zero_shot import (
     current_device,
     load_structure,
     run_search,
     search_settings,
     space_from_config,
 )
-from students.nas.search_state import structure_key
-from students.nas.space import ConvSpec, SearchSpace, structure_from_json
+from distill.search_config import SearchConfig
+from students.nas.backbone import NasBackbone
 
 FAST = ["search.score=closed_form", "search.population=16", "search.candidates=120",
         "search.checkpoint_every=20", "search.image_size=160"]
@@ -161,7 +161,7 @@ def test_resume_gives_the_uninterrupted_result(tmp_path, monkeypatch):
         assert _strip_time(read(split / name)) == _strip_time(read(whole / name)), name
 
     # Ctrl-C in the middle of scoring: the state is saved without the interrupted candidate
-    import students.nas.score as score_module
+    import distill.search.score as score_module
 
     calls, real = [0], score_module.score
 
@@ -269,7 +269,7 @@ def test_cli_search_writes_a_structure_the_backbone_builds(tmp_path, capsys):
 
 
 def test_cli_profile_saves_a_table_the_latency_budget_then_uses(tmp_path, capsys, monkeypatch):
-    import students.nas.latency as latency
+    import distill.search.latency as latency
 
     real = latency.profile_latency_table
 

@@ -7,11 +7,12 @@ import random
 import pytest
 import torch
 
-from students.nas import space as space_module
-from students.nas.backbone import NasBackbone, build_blocks
-from students.nas.measure import structure_layers, structure_params
-from students.nas.score import closed_form_score, entropy_score
-from students.nas.space import Block, ConvSpec, SearchSpace, output_strides
+from distill.search import space as space_module
+from distill.search.blocks import build_blocks
+from distill.search.measure import structure_layers, structure_params
+from distill.search.score import closed_form_score, entropy_score
+from distill.search.space import Block, ConvSpec, SearchSpace, output_strides
+from students.nas.backbone import NasBackbone
 
 
 def walk(space: SearchSpace, steps: int, seed: int = 0):

@@ -11,16 +11,17 @@ from distill.cli import main
 from distill.config import load_recipe, recipe_to_dict
 from distill.errors import RecipeError
 from distill.lightning.detection import build_detector
+from distill.search.blocks import StridedPointwise
+from distill.search.channel_plan import apply_plan, parse_plan, plan_of
+from distill.search.levels import run_level
+from distill.search.modular import modular_space
+from distill.search.pareto import dominates, fronts, pareto_front
+from distill.search.presets import resolve_structure
+from distill.search.proxy import ProxyTrainer
+from distill.search.space import load_structure
+from distill.search.structural import Candidate, StructuralSpace, canonical, model_spec
 from distill.training import check_model
-from students.nas.backbone import NasBackbone, StridedPointwise
-from students.nas.channel_plan import apply_plan, parse_plan, plan_of
-from students.nas.detector import resolve_structure
-from students.nas.levels import run_level
-from students.nas.modular import modular_space
-from students.nas.pareto import dominates, fronts, pareto_front
-from students.nas.proxy import ProxyTrainer
-from students.nas.space import load_structure
-from students.nas.structural import Candidate, StructuralSpace, canonical, model_spec
+from students.nas.backbone import NasBackbone
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "quickstart.yaml"
@@ -249,7 +250,7 @@ def test_the_structural_search_recipe_loads():
     recipe = load_recipe(REPO / "recipes" / "search_structural.yaml")
     cfg = recipe.search
     assert cfg.evaluations >= 100 and cfg.budget.macs and cfg.references == ["efficientdet_dm3"]
-    from students.nas.levels import check_backbones
+    from distill.search.levels import check_backbones
 
     check_backbones(cfg.structural)
-    assert cfg.structural.size() > 10_000
+    assert StructuralSpace.from_config(cfg.structural).size() > 10_000

@@ -15,10 +15,11 @@ from test_distillation_module import build_module, tiny_recipe
 from distill.config import load_recipe
 from distill.info import model_info
 from distill.models import build_model
+from distill.search.presets import structure_presets
+from distill.search.space import SearchSpace, load_structure, structure_to_json
 from distill.training import prepare_data
 from students.nas.backbone import NasBackbone
-from students.nas.detector import PRESET_PHI, STRUCTURES_DIR, structure_presets
-from students.nas.space import SearchSpace, load_structure, structure_to_json
+from students.nas.detector import PRESET_PHI, STRUCTURES_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,7 +74,7 @@ def test_structure_errors_name_the_problem(tmp_path):
 
 def test_presets_are_committed_valid_and_within_their_budget():
     """Every maenas_* preset has a structure searched under its EfficientDet peer's MACs."""
-    from students.nas.measure import structure_macs
+    from distill.search.measure import structure_macs
 
     assert sorted(PRESET_PHI) == structure_presets()
     for name in PRESET_PHI:

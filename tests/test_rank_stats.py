@@ -1,10 +1,14 @@
-"""Rank agreement with bootstrap intervals (students/nas/rank_stats.py), used by the rank study."""
+"""Rank agreement with bootstrap intervals (benchmarks/rank_stats.py), used by the rank study."""
 
 import random
+import sys
+from pathlib import Path
 
 import pytest
 
-from students.nas.rank_stats import rank_agreement
+# the rank study's helper lives beside it in benchmarks/ (run as scripts, not a package)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from rank_stats import rank_agreement  # noqa: E402
 
 
 def test_hand_computed_pair():

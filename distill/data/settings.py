@@ -55,3 +55,19 @@ class DataConfig:
     max_train_images: Optional[int] = None  # take the first N training images (for quick runs)
     max_val_images: Optional[int] = None  # take the first N validation images
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # training augmentation
+
+
+@dataclass
+class SyntheticConfig:
+    """Settings of the generated dataset (simple types only, omegaconf friendly); the generator
+    is ``distill.data.synthetic``."""
+
+    num_train: int = 600  # number of training images
+    num_val: int = 150  # number of validation images
+    image_size: int = 256  # side of the square images, pixels
+    seed: int = 0  # master seed; each image's RNG derives from (seed, split, index)
+    min_objects: int = 0  # fewest objects drawn per image; if 0, every 10th image has none
+    max_objects: int = 8  # most objects drawn per image
+    min_size: int = 10  # smallest object size in pixels (longer side of its box)
+    max_size: int = 120  # largest object size in pixels (longer side of its box)
+    clutter: int = 6  # average number of unlabelled distractor shapes / lines per image

@@ -16,12 +16,14 @@ import os
 import shutil
 import uuid
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from distill.data.settings import SyntheticConfig  # the settings live with the schema
 
 GENERATOR_VERSION = "synthetic-shapes-v1"
 CLASS_NAMES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "ring", "star")
@@ -31,21 +33,6 @@ _SUPERSAMPLE = 4  # anti-aliasing factor for rasterising shapes
 _MIN_VISIBLE = 0.4  # an object with less of its area visible is not labelled
 _MIN_BOX = 4  # an object whose visible box is thinner than this (pixels) is not labelled
 _MAX_OVERLAP = 0.45  # max intersection / smaller-box-area between two objects when placing
-
-
-@dataclass
-class SyntheticConfig:
-    """Settings of the generated dataset (simple types only, omegaconf friendly)."""
-
-    num_train: int = 600  # number of training images
-    num_val: int = 150  # number of validation images
-    image_size: int = 256  # side of the square images, pixels
-    seed: int = 0  # master seed; each image's RNG derives from (seed, split, index)
-    min_objects: int = 0  # fewest objects drawn per image; if 0, every 10th image has none
-    max_objects: int = 8  # most objects drawn per image
-    min_size: int = 10  # smallest object size in pixels (longer side of its box)
-    max_size: int = 120  # largest object size in pixels (longer side of its box)
-    clutter: int = 6  # average number of unlabelled distractor shapes / lines per image
 
 
 def _as_config(cfg: Any) -> SyntheticConfig:

@@ -17,9 +17,10 @@ from distill.models.efficientdet import (
     efficientdet_on_backbone,
 )
 from distill.models.registry import register_preset
+from distill.search.presets import resolve_structure
+from distill.search.space import load_structure
 
 from .backbone import NasBackbone
-from .space import load_structure
 
 STRUCTURES_DIR = Path(__file__).resolve().parents[1] / "structures"
 
@@ -37,26 +38,6 @@ class NasDetConfig(EfficientDetParts):
     fpn_repeats: int = 3
     head_repeats: int = 3
     drop_path_rate: float = 0.0  # the searched backbone has no stochastic depth: must stay 0
-
-
-def structure_presets() -> list[str]:
-    """Names of the structures committed under ``students/structures/``."""
-    return sorted(p.stem for p in STRUCTURES_DIR.glob("*.json"))
-
-
-def resolve_structure(structure: str | None) -> Path:
-    """The structure file ``structure`` names: an existing path, else a committed preset."""
-    if not structure:
-        raise ValueError("model.options.structure: a searched student needs a structure.json "
-                         f"path (`distill search`) or a preset name: {structure_presets()}")
-    path = Path(structure)
-    if path.is_file():
-        return path
-    preset = STRUCTURES_DIR / f"{structure}.json"
-    if preset.is_file():
-        return preset
-    raise ValueError(f"model.options.structure: {structure!r} is neither a file nor a preset "
-                     f"name; presets: {structure_presets()}")
 
 
 def build_nas_detector(cfg: NasDetConfig, num_classes: int, pretrained: bool = False) -> Detector:

@@ -4,7 +4,7 @@ One config names each structural choice of `distill search --level structural` (
 
 - ``backbone``: a timm model (``tinynet_e``, ``mobilenetv3_small_100``, ``resnet18``, ...) or a
   searched structure (a ``maenas_*`` preset name or a ``structure.json`` path), optionally
-  re-planned by ``channel_plan`` (``students.nas.channel_plan``, the modular level);
+  re-planned by ``channel_plan`` (``distill.search.channel_plan``, the modular level);
 - ``neck``: ``bifpn`` (EfficientDet's, ``fpn_repeats`` cells), ``fpn`` (RetinaNet's, one
   top-down pass, so ``fpn_repeats`` must be 1) or ``repgfpn`` (the heavy-neck teacher's RepGFPN,
   ``fpn_repeats`` RepBlocks per fusion stage), ``fpn_channels`` wide at every level, levels
@@ -34,12 +34,12 @@ from distill.models.fpn import FPN
 from distill.models.norms import group_norm
 from distill.models.registry import register_preset
 from distill.models.repgfpn import RepGFPN
+from distill.search.channel_plan import apply_plan, parse_plan
+from distill.search.presets import is_structure, resolve_structure, structure_presets
+from distill.search.space import load_structure
+from distill.search.structural import MAX_LEVELS, NECKS
 
 from .backbone import NasBackbone
-from .channel_plan import apply_plan, parse_plan
-from .detector import resolve_structure, structure_presets
-from .space import load_structure
-from .structural import MAX_LEVELS, NECKS
 
 BACKBONE_TOP = 5  # backbones end at stride 32 (P5); higher levels are extra ones
 
@@ -66,11 +66,6 @@ class SmNasConfig(EfficientDetParts):
     def strides(self) -> list[int]:
         """Strides of the neck levels P3..P``max_level``."""
         return [2**level for level in range(3, self.max_level + 1)]
-
-
-def is_structure(backbone: str) -> bool:
-    """Whether ``backbone`` names a searched structure (a preset or a JSON file), not timm."""
-    return backbone.endswith(".json") or backbone in structure_presets()
 
 
 def check_config(cfg: SmNasConfig) -> None:

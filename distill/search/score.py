@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .backbone import build_blocks
+from .blocks import build_blocks
 from .space import Structure, unit_convs
 
 DEFAULT_STAGE_WEIGHTS = (0.0, 0.0, 1.0, 1.0, 6.0)

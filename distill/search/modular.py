@@ -16,6 +16,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .channel_plan import mutate_plan, parse_plan, plan_of, random_plan
+from .presets import is_structure, resolve_structure
+from .space import load_structure
 from .structural import Candidate, canonical
 
 SMNAS_INITIAL_WIDTHS = (48, 56, 64, 72)  # SM-NAS, for stage widths starting at 64
@@ -111,14 +113,9 @@ class ModularSpace:
 
 def modular_space(base: Candidate, cfg: Any) -> ModularSpace:
     """The ``ModularSpace`` of ``search.modular`` (``cfg``) around ``base``."""
-    from .smnas import is_structure
-
     stages = depths = None
     first = None
     if is_structure(base.backbone):
-        from .detector import resolve_structure
-        from .space import load_structure
-
         structure = load_structure(resolve_structure(base.backbone))
         plan = parse_plan(base.channel_plan) if base.channel_plan else plan_of(structure)
         stages, depths, first = len(plan.depths), plan.depths, plan.width

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .space import ConvSpec, Structure, block_convs, shortcut_conv, unit_convs
 
-if TYPE_CHECKING:  # latency imports this module
-    from .latency import LatencyTable
+
+class LatencyLookup(Protocol):
+    """What a budget needs of a latency table (``distill.search.latency.LatencyTable``, which
+    builds on this module's ``conv_sizes``: this module does not import it)."""
+
+    def structure_ms(self, structure: Structure, image_size: int) -> float:
+        """Estimated milliseconds of ``structure`` at ``image_size``."""
+        ...
 
 
 def conv_out_size(size: int, spec: ConvSpec) -> int:
@@ -80,7 +86,7 @@ class Budget:
     latency_ms: float | None = None
 
     def measure(self, structure: Structure, image_size: int,
-                latency_table: LatencyTable | None = None) -> dict[str, Any]:
+                latency_table: LatencyLookup | None = None) -> dict[str, Any]:
         """``params``, ``macs`` and ``layers`` of ``structure``; ``latency_ms`` too when a
         latency table is given."""
         found: dict[str, Any] = {
@@ -89,13 +95,11 @@ class Budget:
             "layers": structure_layers(structure),
         }
         if latency_table is not None:
-            from .latency import structure_latency_ms
-
-            found["latency_ms"] = structure_latency_ms(structure, image_size, latency_table)
+            found["latency_ms"] = latency_table.structure_ms(structure, image_size)
         return found
 
     def violations(self, structure: Structure, image_size: int,
-                   latency_table: LatencyTable | None = None) -> list[str]:
+                   latency_table: LatencyLookup | None = None) -> list[str]:
         """One line per exceeded bound, e.g. ``"macs 1.23e9 > budget 1.00e9"`` (empty when
         ``structure`` is within budget). Only the bounded quantities are computed."""
         if self.latency_ms is not None and latency_table is None:
@@ -115,10 +119,8 @@ class Budget:
             if value > self.layers:
                 found.append(f"layers {value} > budget {self.layers}")
         if self.latency_ms is not None:
-            from .latency import structure_latency_ms
-
             assert latency_table is not None
-            ms = structure_latency_ms(structure, image_size, latency_table)
+            ms = latency_table.structure_ms(structure, image_size)
             if ms > self.latency_ms:
                 found.append(f"latency_ms {ms:.3g} > budget {self.latency_ms:.3g}")
         return found

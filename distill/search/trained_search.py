@@ -4,7 +4,7 @@ Each step proposes a candidate (first the level's seeds, then ``search.random_in
 ones, then children: two parents drawn by binary tournament, crossed over with probability
 ``search.crossover``, then mutated), rejects it when seen, outside the space or over the budget
 (sizes counted first, then the latency measured), and otherwise trains it briefly
-(``students.nas.proxy``). The population keeps the best ``search.trained_population`` by
+(``distill.search.proxy``). The population keeps the best ``search.trained_population`` by
 Pareto rank on (accuracy, cost), then accuracy. The state (``population.json``, with every
 trained candidate) is saved after each candidate and on Ctrl-C; ``resume`` continues without
 training a finished candidate again. The same seed gives the same candidates as long as the

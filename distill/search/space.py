@@ -1,7 +1,7 @@
 """MAE-NAS search space: a structure is a stem plus stages of residual blocks, kept as data.
 
 ``BLOCK_TYPES`` says what each block class is made of: the convolutions of one residual unit.
-Building (``students.nas.backbone``), counting (params, multiply-adds, layers), the latency lookup
+Building (``distill.search.blocks``), counting (params, multiply-adds, layers), the latency lookup
 and the closed-form score all read that description, so a new block type is one entry there.
 
 A block ``{class, in, out, stride, kernel, depth, bottleneck}`` is ``depth`` residual units; the
@@ -15,9 +15,11 @@ import json
 import math
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+
+from distill.search_config import SearchSpaceConfig
 
 
 @dataclass(frozen=True)
@@ -113,26 +115,24 @@ def _multiple(value: float, multiple: int) -> int:
     return int(round(value / multiple)) * multiple
 
 
-@dataclass
-class SearchSpace:
-    """What a structure may look like and how a mutation changes it (REFERENCE section 3)."""
+# what a mutation may change (``search.space.mutations``)
+MUTATIONS: tuple[str, ...] = ("width", "bottleneck", "depth", "kernel", "class")
 
-    stage_strides: list[int] = field(default_factory=lambda: [2, 2, 2, 1, 2])  # after the stem
-    block_kinds: list[str] = field(default_factory=lambda: ["k1kx", "kxkx"])  # BLOCK_TYPES keys
-    kernels: list[int] = field(default_factory=lambda: [3, 5])  # odd kernel sizes
-    # a width mutation multiplies a stage's (or bottleneck's) width by one of these
-    width_scales: list[float] = field(default_factory=lambda: [2.0, 1.5, 1.25, 0.8, 0.6, 0.5])
-    depth_steps: list[int] = field(default_factory=lambda: [-2, -1, 1, 2])  # depth mutation
-    channel_multiple: int = 8  # every width is a multiple of this
-    min_width: int = 8
-    max_width: int = 1024
-    max_stem_width: int = 64
-    max_depth: int = 10  # residual units per stage
-    min_bottleneck_ratio: float = 0.1  # bottleneck >= out * ratio (and <= out)
-    # what a mutation may change: width | bottleneck | depth | kernel | class
-    mutations: list[str] = field(
-        default_factory=lambda: ["width", "bottleneck", "depth", "kernel", "class"]
-    )
+
+@dataclass
+class SearchSpace(SearchSpaceConfig):
+    """What a structure may look like and how a mutation changes it (REFERENCE section 3): the
+    recipe's ``search.space`` (``SearchSpaceConfig``: the fields and defaults) with its rules."""
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> SearchSpace:
+        """The space of a recipe's ``search.space`` section (missing keys: defaults)."""
+        values = {}
+        for f in fields(cls):
+            if hasattr(cfg, f.name):
+                value = getattr(cfg, f.name)
+                values[f.name] = list(value) if isinstance(value, (list, tuple)) else value
+        return cls(**values)
 
     def bottleneck_range(self, out_ch: int) -> tuple[int, int]:
         """Smallest and largest bottleneck width allowed for a block with ``out_ch`` outputs."""
@@ -219,8 +219,7 @@ class SearchSpace:
         elif kind == "class":
             block = replace(block, kind=rng.choice(self.block_kinds))
         else:
-            raise ValueError(f"unknown mutation {kind!r}; valid: width, bottleneck, depth, "
-                             "kernel, class")
+            raise ValueError(f"unknown mutation {kind!r}; valid: {', '.join(MUTATIONS)}")
         blocks[i] = block
         return tuple(blocks)
 

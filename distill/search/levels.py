@@ -1,7 +1,7 @@
 """`distill search --level structural | modular`: the two SM-NAS levels, set up from a recipe.
 
 ``run_level`` builds the level (space, budget limits, cost, settings), evolves it
-(``students.nas.trained_search``) and writes the results (``students.nas.results``) into
+(``distill.search.trained_search``) and writes the results (``distill.search.results``) into
 ``<search output>/structural`` or ``<search output>/modular-<K>``.
 """
 
@@ -18,7 +18,9 @@ from omegaconf import OmegaConf
 
 from distill.config import Recipe
 from distill.errors import RecipeError
+from distill.search_config import StructuralSpaceConfig
 
+from .presets import is_structure
 from .results import write_results
 from .structural import Candidate, StructuralSpace, candidate_from_json
 from .trained_search import Evaluator, Level, evolve
@@ -63,11 +65,9 @@ def _common_settings(recipe: Recipe) -> dict[str, Any]:
             "recipe": recipe_digest(recipe)}
 
 
-def check_backbones(space: StructuralSpace) -> None:
+def check_backbones(space: StructuralSpaceConfig) -> None:
     """Every backbone is a timm model or a searched structure; else a ``RecipeError``."""
     import timm
-
-    from .smnas import is_structure
 
     bad = [b for b in space.backbones if not (is_structure(b) or timm.is_model(b))]
     if bad:
@@ -78,12 +78,13 @@ def check_backbones(space: StructuralSpace) -> None:
 def structural_level(recipe: Recipe) -> Level:
     """The structural level of ``recipe.search``."""
     cfg = recipe.search
-    check_backbones(cfg.structural)
-    settings = {"level": "structural", "space": asdict(cfg.structural), "cost": cfg.cost,
+    space = StructuralSpace.from_config(cfg.structural)
+    check_backbones(space)
+    settings = {"level": "structural", "space": asdict(space), "cost": cfg.cost,
                 **_common_settings(recipe)}
-    return Level(name="structural", space=cfg.structural, seeds=[], cost=cfg.cost,
+    return Level(name="structural", space=space, seeds=[], cost=cfg.cost,
                  limits=budget_limits(cfg), settings=settings,
-                 info={"space_size": cfg.structural.size()})
+                 info={"space_size": space.size()})
 
 
 def front_member(structural_dir: Path, member: int) -> dict[str, Any]:

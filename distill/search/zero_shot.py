@@ -62,12 +62,7 @@ class SearchResult:
 
 def space_from_config(space_cfg: Any) -> SearchSpace:
     """The ``SearchSpace`` of a recipe's ``search.space`` section (missing keys: defaults)."""
-    values = {}
-    for f in fields(SearchSpace):
-        if hasattr(space_cfg, f.name):
-            value = getattr(space_cfg, f.name)
-            values[f.name] = list(value) if isinstance(value, (list, tuple)) else value
-    return SearchSpace(**values)
+    return SearchSpace.from_config(space_cfg)
 
 
 def budget_from_config(budget_cfg: Any) -> Budget:

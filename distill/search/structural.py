@@ -10,10 +10,12 @@ imports torch: sampling, mutation and crossover cost microseconds.
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-NECKS: tuple[str, ...] = ("bifpn", "fpn", "repgfpn")  # students.nas.smnas builds them
+from distill.search_config import StructuralSpaceConfig
+
+NECKS: tuple[str, ...] = ("bifpn", "fpn", "repgfpn")  # the smnas model builds them
 MAX_LEVELS: tuple[int, ...] = (5, 6, 7)  # top pyramid level: P3-P5, P3-P6, P3-P7
 GENES: tuple[str, ...] = ("backbone", "neck", "neck_width", "neck_depth", "max_level",
                           "head_depth", "head_width", "image_size")
@@ -90,22 +92,16 @@ def canonical(candidate: Candidate) -> Candidate:
 
 
 @dataclass
-class StructuralSpace:
-    """`distill search --level structural`: the values each gene may take (``search.
-    structural``). A searched structure is a backbone too: a ``maenas_*`` preset name or a
-    ``structure.json`` path."""
+class StructuralSpace(StructuralSpaceConfig):
+    """`distill search --level structural`: the values each gene may take (the recipe's
+    ``search.structural``, ``StructuralSpaceConfig``: the fields and defaults) and how
+    candidates are drawn, mutated and crossed from them."""
 
-    backbones: list[str] = field(default_factory=lambda: [
-        "tinynet_e", "tinynet_d", "tinynet_c", "tinynet_b", "tinynet_a", "efficientnet_b0",
-        "mobilenetv3_small_075", "mobilenetv3_small_100", "mobilenetv3_large_100",
-        "resnet18", "resnet34", "maenas_dm3", "maenas_dm2", "maenas_dm1"])
-    necks: list[str] = field(default_factory=lambda: ["bifpn", "fpn", "repgfpn"])
-    neck_widths: list[int] = field(default_factory=lambda: [16, 24, 32, 48, 64])
-    neck_depths: list[int] = field(default_factory=lambda: [1, 2, 3])  # bifpn cells, RepBlocks
-    max_levels: list[int] = field(default_factory=lambda: [5, 6, 7])  # P3-P5, P3-P6, P3-P7
-    head_depths: list[int] = field(default_factory=lambda: [1, 2, 3])
-    head_widths: list[int] = field(default_factory=lambda: [16, 24, 32, 48, 64])  # conv heads
-    image_sizes: list[int] = field(default_factory=lambda: [128, 256])  # multiples of 128
+    @classmethod
+    def from_config(cls, cfg: Any) -> StructuralSpace:
+        """The space of a recipe's ``search.structural`` section (missing keys: defaults)."""
+        return cls(**{f.name: list(getattr(cfg, f.name)) for f in fields(cls)
+                      if hasattr(cfg, f.name)})
 
     def values(self, gene: str) -> list[Any]:
         """The allowed values of ``gene``."""

@@ -25,7 +25,7 @@ from torch import nn
 
 from distill.evaluation import write_text_atomic
 
-from .backbone import conv_layer
+from .blocks import conv_layer
 from .measure import conv_out_size, conv_sizes
 from .space import ConvSpec, SearchSpace, Structure
 
@@ -81,6 +81,10 @@ class LatencyTable:
         value = ((1 - ti) * (1 - tj) * grid[i][j] + ti * (1 - tj) * grid[i1][j]
                  + (1 - ti) * tj * grid[i][j1] + ti * tj * grid[i1][j1])
         return value * max(1.0, spec.in_ch / cin) * max(1.0, spec.out_ch / cout)
+
+    def structure_ms(self, structure: Structure, image_size: int) -> float:
+        """Sum of ``conv_ms`` over every conv of ``structure`` (shortcuts included)."""
+        return sum(self.conv_ms(spec, size) for spec, size in conv_sizes(structure, image_size))
 
     def to_json(self) -> dict[str, Any]:
         """The table as written to disk."""
@@ -151,7 +155,7 @@ class LatencyTable:
 
 def structure_latency_ms(structure: Structure, image_size: int, table: LatencyTable) -> float:
     """Sum of ``table.conv_ms`` over every conv of ``structure`` (shortcuts included)."""
-    return sum(table.conv_ms(spec, size) for spec, size in conv_sizes(structure, image_size))
+    return table.structure_ms(structure, image_size)
 
 
 def required_keys(space: SearchSpace, image_size: int) -> list[tuple[int, int, int]]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
-from test_distillation_module import tiny_recipe
+from test_distillation_module import count_term_resolves, tiny_recipe
 
 from distill.checkpoints import read_checkpoint
 from distill.errors import RecipeError
@@ -29,8 +29,10 @@ def logged_columns(stage_dir: Path) -> set[str]:
         return set(next(csv.reader(handle)))
 
 
-def test_chain_distils_every_link_reports_them_and_resumes(tmp_path, capsys):
+def test_chain_distils_every_link_reports_them_and_resumes(tmp_path, capsys, monkeypatch):
+    calls = count_term_resolves(monkeypatch)
     out = run(chain_recipe(tmp_path))
+    assert len(calls) == 2  # two links (L -> M, M -> student), each resolved once
     run_dir = Path(out["run_dir"])
     report = json.loads((run_dir / "report.json").read_text())
     stages = report["stages"]
@@ -142,8 +144,7 @@ def test_chain_replaces_the_teacher_checkpoint(tmp_path):
 
 
 def test_a_chain_whose_first_model_is_the_teacher_shares_its_cache(tmp_path):
-    from distill.chain import link_recipe, resolve_chain
-    from distill.pipeline import teacher_cache_dir
+    from distill.stages import link_recipe, resolve_chain, teacher_cache_dir
 
     plain = tiny_recipe(tmp_path)
     spec = ("[{name: efficientdet_dm2, image_size: 128, bn_momentum: 0.1, drop_path_rate: 0.0},"

@@ -146,7 +146,8 @@ def test_teacher_cache_key_ignores_keys_at_their_defaults(tmp_path):
     """A recipe key added in a later version, at its default, finds the teachers trained before
     it; a value that shapes the teacher still changes the key."""
     from distill.config import load_recipe
-    from distill.pipeline import _without_unset, teacher_cache_dir
+    from distill.stages import teacher_cache_dir
+    from distill.stages.teacher import _without_unset
 
     defaults = {"data": {"batch_size": 8, "new_key": True}, "seed": 0}
     before = {"data": {"batch_size": 16}, "seed": 0}

@@ -181,3 +181,19 @@ def test_report_orders_the_chain_and_computes_each_link(tmp_path):
     markdown = md_path.read_text()
     assert ("| 1 | teacher (teacher) | middle1 (middle1) | feature | 0.500 | 0.300 | 0.400 | "
             "+0.100 | 50.0% |") in markdown
+
+
+def test_a_run_is_a_list_of_stages_and_a_chain_adds_its_middles(tmp_path):
+    from distill.pipeline import plan
+    from distill.stages import recipe_links
+
+    def names(recipe):
+        return [stage.name for stage in plan(recipe, recipe_links(recipe))]
+
+    assert names(tiny_recipe(tmp_path)) == ["teacher", "baseline", "distilled"]
+    assert names(tiny_recipe(tmp_path, **{"distill.stages": "[baseline]"})) == ["baseline"]
+    assert names(chain_recipe(tmp_path)) == ["teacher", "middle1", "baseline", "distilled"]
+    links = recipe_links(chain_recipe(tmp_path))
+    assert [(li.number, li.teacher.stage, li.last) for li in links] == [
+        (1, "teacher", False), (2, "middle1", True)]
+    assert [li.term_names for li in links] == [["crosskd"], ["crosskd"]]

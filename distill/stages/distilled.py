@@ -3,6 +3,7 @@ its link), and the distillation training every link (a chain's middles too) runs
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from distill.distillation.terms import TermConfig
 from distill.evaluation import write_text_atomic
 from distill.lightning.detection import build_detector
 from distill.lightning.resume import AtomicCheckpointIO
-from distill.stages.base import RunContext, Stage, StageResult, derive, stage_row
+from distill.stages.base import RunContext, Stage, StageResult, stage_row
 from distill.stages.link import Link
 from distill.training import finished_metrics, fit, is_rank_zero, prepare_data, train
 
@@ -47,7 +48,7 @@ def run_distilled(recipe: Recipe, teacher: nn.Module, num_classes: int, stage_di
     stage_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(stage_dir / "recipe.yaml", recipe_to_yaml(recipe))
     module = DistillationModule(recipe, data.class_names, teacher=teacher, terms=terms)
-    metrics = fit(derive(recipe, {"name": f"{recipe.name}-distilled"}), module, data, stage_dir)
+    metrics = fit(replace(recipe, name=f"{recipe.name}-distilled"), module, data, stage_dir)
     if is_rank_zero():  # one writer under DDP
         export_student(module, recipe, student_path)
     metrics["checkpoint"] = str(student_path)
@@ -62,7 +63,7 @@ class BaselineStage(Stage):
     def run(self, ctx: RunContext) -> StageResult:
         recipe = ctx.recipe
         print(f"== stage baseline: {recipe.model.name} without a teacher")
-        metrics = train(derive(recipe, {"name": f"{recipe.name}-baseline"}),
+        metrics = train(replace(recipe, name=f"{recipe.name}-baseline"),
                         run_dir=ctx.run_dir / "baseline")
         student = build_detector(recipe.model, ctx.num_classes)
         row = stage_row(recipe.model, recipe.model.image_size, metrics, ctx.num_classes)

@@ -73,7 +73,7 @@ class DetectionModule(pl.LightningModule):
             recipe = recipe_to_dict(recipe)
         self.save_hyperparameters({"recipe": recipe, "class_names": list(class_names)})
         self.class_names = list(class_names)
-        self._callbacks: list[pl.Callback] | None = None
+        self._own_callbacks: list[pl.Callback] | None = None
         self.optim_cfg = recipe["optim"]
         self.model = build_detector(recipe["model"], num_classes=len(class_names))
         self.model.set_channels_last(recipe["trainer"].get("channels_last", True))
@@ -135,15 +135,15 @@ class DetectionModule(pl.LightningModule):
         module (epoch order, exact resume), ``WarmupEMA`` when ``optim.ema_decay > 0``,
         ``FreezeBatchNorm`` when ``optim.freeze_bn_at`` is set. Made once per module, so a
         ``validate`` after ``fit`` keeps the same EMA (Lightning asks again at each run)."""
-        if self._callbacks is None:
+        if self._own_callbacks is None:
             cfg, data = self.optim_cfg, self.trainer.datamodule
             callbacks: list[pl.Callback] = [ResumeState(data)] if data is not None else []
             if (cfg.get("ema_decay") or 0) > 0:
                 callbacks.append(WarmupEMA(cfg["ema_decay"]))
             if cfg.get("freeze_bn_at") is not None:
                 callbacks.append(FreezeBatchNorm(cfg["freeze_bn_at"]))
-            self._callbacks = callbacks
-        return self._callbacks
+            self._own_callbacks = callbacks
+        return self._own_callbacks
 
     def configure_optimizers(self):
         cfg = self.optim_cfg

@@ -32,7 +32,7 @@ import yaml
 
 from distill.config import Recipe, load_recipe
 from distill.data import DetectionDataModule
-from distill.pipeline import derive, run_distilled, run_teacher
+from distill.stages import derive, obtain_teacher, run_distilled
 from distill.training import prepare_data, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,7 +140,8 @@ def main() -> None:
     if default == "recipe":
         methods["recipe"] = recipe.distill.terms or [{"kind": "feature"}]
     data: DetectionDataModule = prepare_data(recipe)
-    teacher, teacher_metrics, _ = run_teacher(recipe, data.num_classes, root)
+    obtained = obtain_teacher(recipe, data.num_classes, root)
+    teacher, teacher_metrics = obtained.model, obtained.metrics
     runs: dict[str, dict[int, float]] = {"baseline": {}}
     if out.is_file():  # earlier invocations with this label: keep their finished runs
         earlier = json.loads(out.read_text())

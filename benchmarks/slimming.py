@@ -53,7 +53,7 @@ from distill.evaluation import write_text_atomic
 from distill.info import model_info
 from distill.lightning import DetectionModule
 from distill.lightning.detection import model_overrides
-from distill.pipeline import derive
+from distill.stages import derive
 from distill.training import finished_metrics, fit, prepare_data, train
 
 REPO = Path(__file__).resolve().parents[1]

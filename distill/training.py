@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -12,21 +13,19 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.rank_zero import rank_zero_only
-from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
 from distill.checkpoints import check_state_fits, load_state_strict, read_checkpoint
-from distill.config import Recipe, recipe_to_dict, recipe_to_yaml
+from distill.config import ModelConfig, Recipe, recipe_to_yaml
 from distill.data import DetectionDataModule
 from distill.errors import RecipeError
 from distill.evaluation import run_folder_of, write_json_atomic, write_text_atomic
-from distill.lightning import DetectionModule, WarmupEMA
+from distill.lightning import DetectionModule
 from distill.lightning.detection import build_detector
-from distill.lightning.freeze_bn import FreezeBatchNorm
 from distill.lightning.history import MetricHistory
 from distill.lightning.image_logging import ValidationImageLogger
 from distill.lightning.progress import EpochSummary
-from distill.lightning.resume import AtomicCheckpointIO, LastCheckpoint, ResumeState
+from distill.lightning.resume import AtomicCheckpointIO, LastCheckpoint
 from distill.lightning.sync_bn import GlobalSyncBatchNorm
 from distill.models import build_model, list_models
 
@@ -93,7 +92,7 @@ def is_rank_zero() -> bool:
     return rank_zero_only.rank == 0
 
 
-def check_model(model_cfg: Any, key: str = "model") -> None:
+def check_model(model_cfg: ModelConfig, key: str = "model") -> None:
     """Stop early on an unknown model name or builder setting, naming the valid ones.
 
     The model is built on the ``meta`` device (no memory, no weights read), so a typo in
@@ -103,8 +102,7 @@ def check_model(model_cfg: Any, key: str = "model") -> None:
         raise RecipeError(
             f"{key}.name: unknown model '{model_cfg.name}'; valid: {', '.join(list_models())}"
         )
-    settings = OmegaConf.to_container(OmegaConf.structured(model_cfg))
-    settings.update(pretrained=False, backbone_weights=None)
+    settings = dataclasses.replace(model_cfg, pretrained=False, backbone_weights=None)
     try:
         with torch.device("meta"):
             build_detector(settings, num_classes=1)
@@ -225,15 +223,11 @@ def fit(
         dirpath=folder, filename="best", monitor="val/map", mode="max",
         enable_version_counter=False,  # overwrite best.ckpt, never add best-v1.ckpt
     )
+    # EMA, the frozen-BN phase and the resume state come from the module (configure_callbacks)
     callbacks: list = [checkpoint, LastCheckpoint(folder, recipe.trainer.checkpoint_every_steps),
-                       ResumeState(data), MetricHistory(run_dir / "history.json"),
-                       *(extra_callbacks or [])]
+                       MetricHistory(run_dir / "history.json"), *(extra_callbacks or [])]
     if not recipe.trainer.progress_bar:
         callbacks.append(EpochSummary())
-    if recipe.optim.ema_decay > 0:
-        callbacks.append(WarmupEMA(recipe.optim.ema_decay))
-    if recipe.optim.freeze_bn_at is not None:
-        callbacks.append(FreezeBatchNorm(recipe.optim.freeze_bn_at))
     logger = build_logger(recipe, run_dir)
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
@@ -310,7 +304,7 @@ def train(recipe: Recipe, run_dir: Path | None = None) -> dict[str, Any]:
         return done
     write_text_atomic(run_dir / "recipe.yaml", recipe_to_yaml(recipe))
     print(f"run folder: {run_dir}")
-    module = DetectionModule(recipe_to_dict(recipe), data.class_names)
+    module = DetectionModule(recipe, data.class_names)
     return fit(recipe, module, data, run_dir)
 
 
@@ -324,7 +318,7 @@ def evaluate(recipe: Recipe, checkpoint_path: str | Path, output: str | Path | N
     path = Path(checkpoint_path)
     checkpoint = read_checkpoint(path)
     data = prepare_data(recipe)
-    module = DetectionModule(recipe_to_dict(recipe), data.class_names)
+    module = DetectionModule(recipe, data.class_names)
     what = f"model '{recipe.model.name}' with {data.num_classes} classes"
     state = checkpoint["state_dict"]
     if any(key.startswith("distiller.") for key in state):  # a `distill run` stage checkpoint

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
-from test_distillation_module import tiny_recipe
+from test_distillation_module import count_term_resolves, tiny_recipe
 
 from distill.checkpoints import read_checkpoint
 from distill.errors import RecipeError
@@ -29,8 +29,10 @@ def logged_columns(stage_dir: Path) -> set[str]:
         return set(next(csv.reader(handle)))
 
 
-def test_chain_distils_every_link_reports_them_and_resumes(tmp_path, capsys):
+def test_chain_distils_every_link_reports_them_and_resumes(tmp_path, capsys, monkeypatch):
+    calls = count_term_resolves(monkeypatch)
     out = run(chain_recipe(tmp_path))
+    assert len(calls) == 2  # two links (L -> M, M -> student), each resolved once
     run_dir = Path(out["run_dir"])
     report = json.loads((run_dir / "report.json").read_text())
     stages = report["stages"]
@@ -142,8 +144,7 @@ def test_chain_replaces_the_teacher_checkpoint(tmp_path):
 
 
 def test_a_chain_whose_first_model_is_the_teacher_shares_its_cache(tmp_path):
-    from distill.chain import link_recipe, resolve_chain
-    from distill.pipeline import teacher_cache_dir
+    from distill.stages import link_recipe, resolve_chain, teacher_cache_dir
 
     plain = tiny_recipe(tmp_path)
     spec = ("[{name: efficientdet_dm2, image_size: 128, bn_momentum: 0.1, drop_path_rate: 0.0},"
@@ -180,3 +181,19 @@ def test_report_orders_the_chain_and_computes_each_link(tmp_path):
     markdown = md_path.read_text()
     assert ("| 1 | teacher (teacher) | middle1 (middle1) | feature | 0.500 | 0.300 | 0.400 | "
             "+0.100 | 50.0% |") in markdown
+
+
+def test_a_run_is_a_list_of_stages_and_a_chain_adds_its_middles(tmp_path):
+    from distill.pipeline import plan
+    from distill.stages import recipe_links
+
+    def names(recipe):
+        return [stage.name for stage in plan(recipe, recipe_links(recipe))]
+
+    assert names(tiny_recipe(tmp_path)) == ["teacher", "baseline", "distilled"]
+    assert names(tiny_recipe(tmp_path, **{"distill.stages": "[baseline]"})) == ["baseline"]
+    assert names(chain_recipe(tmp_path)) == ["teacher", "middle1", "baseline", "distilled"]
+    links = recipe_links(chain_recipe(tmp_path))
+    assert [(li.number, li.teacher.stage, li.last) for li in links] == [
+        (1, "teacher", False), (2, "middle1", True)]
+    assert [li.term_names for li in links] == [["crosskd"], ["crosskd"]]

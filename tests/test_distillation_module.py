@@ -14,7 +14,8 @@ from distill.distillation.module import DistillationModule, paired_levels
 from distill.distillation.terms import TermInputs
 from distill.errors import RecipeError
 from distill.lightning.detection import build_detector
-from distill.pipeline import check, load_teacher
+from distill.pipeline import check
+from distill.stages import load_teacher
 from distill.training import evaluate, prepare_data
 
 REPO = Path(__file__).resolve().parents[1]
@@ -232,7 +233,7 @@ def test_frozen_bn_phase_keeps_running_stats_while_weights_train(tmp_path):
 
 
 def test_teacher_cache_is_keyed_by_what_shapes_the_teacher(tmp_path):
-    from distill.pipeline import teacher_cache_dir, teacher_recipe
+    from distill.stages import teacher_cache_dir, teacher_recipe
 
     base = teacher_cache_dir(tiny_recipe(tmp_path))
     assert base == teacher_cache_dir(tiny_recipe(tmp_path, **{"distill.loss": "mimic",
@@ -250,7 +251,7 @@ def test_teacher_cache_is_keyed_by_what_shapes_the_teacher(tmp_path):
 
 def test_teacher_cache_key_ignores_unset_keys():
     """A new optional recipe key (null or empty by default) must not orphan cached teachers."""
-    from distill.pipeline import _without_unset
+    from distill.stages.teacher import _without_unset
 
     settings = {"a": None, "b": {}, "c": {"d": None, "e": 1, "f": {"g": None}}, "h": [], "i": 0}
     assert _without_unset(settings) == {"c": {"e": 1}, "h": [], "i": 0}
@@ -307,3 +308,32 @@ def test_training_values_are_logged_on_the_logging_steps_only(tmp_path):
     for key in ("train/loss", "train/det_loss", "train/kd_feature_s8",
                 "train/kd_feature_weight"):
         assert all(r[header.index(key)] for r in rows), key
+
+
+def count_term_resolves(monkeypatch) -> list[int]:
+    """Count ``resolve_terms`` calls where the stages and the module look it up."""
+    import distill.distillation.module as module_file
+    import distill.stages.link as link_file
+
+    calls = []
+    for where in (link_file, module_file):
+        real = where.resolve_terms
+        monkeypatch.setattr(where, "resolve_terms",
+                            lambda cfg, real=real: calls.append(1) or real(cfg))
+    return calls
+
+
+def test_distill_run_resolves_the_terms_once_per_link(tmp_path, monkeypatch):
+    from distill.pipeline import run
+
+    calls = count_term_resolves(monkeypatch)
+    recipe = tiny_recipe(tmp_path, **{"distill.stages": "[distilled]", "teacher.epochs": "1"})
+    out = run(recipe)  # check, teacher training, distilled stage: one link
+    assert len(calls) == 1
+    assert list(json.loads(Path(out["report"]).read_text())["stages"]) == ["distilled"]
+    # Lightning rebuilding the module from a checkpoint's saved recipe resolves them itself
+    saved = read_checkpoint(Path(out["run_dir"]) / "distilled" / "checkpoints" / "last.ckpt")
+    rebuilt = DistillationModule(saved["hyper_parameters"]["recipe"],
+                                 saved["hyper_parameters"]["class_names"])
+    rebuilt.load_state_dict(saved["state_dict"])
+    assert len(calls) == 2 and list(rebuilt.distiller) == ["feature"]

@@ -241,7 +241,7 @@ def test_errors_name_variant_key_and_shapes(tmp_path, capsys):
 def test_a_recipe_teacher_can_point_at_an_effdet_file(tmp_path):
     from distill.config import load_recipe
     from distill.errors import RecipeError
-    from distill.pipeline import load_teacher
+    from distill.stages import load_teacher
 
     effdet_model = _effdet_model("tf_efficientdet_d0", num_classes=6)
     weights = tmp_path / "tf_d0.pth"

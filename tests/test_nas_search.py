@@ -226,7 +226,7 @@ def test_bad_search_settings_stop_at_load_time(override, expected):
 
 
 def test_search_settings_do_not_change_the_teacher_cache(tmp_path):
-    from distill.pipeline import teacher_cache_dir
+    from distill.stages import teacher_cache_dir
 
     base = teacher_cache_dir(load_recipe(None, [f"output_dir={tmp_path}"]))
     other = load_recipe(None, [f"output_dir={tmp_path}", "search.seed=4", "search.population=8"])

@@ -161,7 +161,7 @@ def test_crosskd_gradients_reach_the_student_tower_not_its_predictor_nor_the_tea
     message = r"crosskd\): teacher_layers: .* 2 tower layers; expected 0..2, got 4"
     with pytest.raises(RecipeError, match=message):
         cfg = load_recipe(None, ["distill.terms=[{kind: crosskd, teacher_layers: 4}]"]).distill
-        build_terms(cfg, BuildContext(student, teacher, 128, 128))
+        build_terms(resolve_terms(cfg), BuildContext(student, teacher, 128, 128))
 
 
 def test_auto_weight_keeps_the_weighted_term_at_target_times_detection():

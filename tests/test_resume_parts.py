@@ -32,7 +32,7 @@ def test_last_ckpt_is_written_at_each_epoch_end_and_metrics_name_best_and_last(t
     recipe = tiny_recipe(tmp_path, **{"logger": "none", "trainer.epochs": "2",
                                       "trainer.val_every": "2"})
     data = training.prepare_data(recipe)
-    module = training.DetectionModule(training.recipe_to_dict(recipe), data.class_names)
+    module = training.DetectionModule(recipe, data.class_names)
     run_dir = tmp_path / "run"
     metrics = training.fit(recipe, module, data, run_dir, [Probe()])
     assert seen == {0: None, 1: 2}  # 16 images, batch 8: 2 steps an epoch

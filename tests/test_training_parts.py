@@ -146,7 +146,8 @@ def test_teacher_cache_key_ignores_keys_at_their_defaults(tmp_path):
     """A recipe key added in a later version, at its default, finds the teachers trained before
     it; a value that shapes the teacher still changes the key."""
     from distill.config import load_recipe
-    from distill.pipeline import _without_unset, teacher_cache_dir
+    from distill.stages import teacher_cache_dir
+    from distill.stages.teacher import _without_unset
 
     defaults = {"data": {"batch_size": 8, "new_key": True}, "seed": 0}
     before = {"data": {"batch_size": 16}, "seed": 0}
@@ -157,3 +158,40 @@ def test_teacher_cache_key_ignores_keys_at_their_defaults(tmp_path):
     same = load_recipe(None, [f"output_dir={tmp_path}", "data.verify_images=true"])
     other = load_recipe(None, [f"output_dir={tmp_path}", "data.batch_size=4"])
     assert teacher_cache_dir(same) == base != teacher_cache_dir(other)
+
+
+def test_the_module_owns_its_training_callbacks_for_every_trainer(tmp_path):
+    """``DetectionModule.configure_callbacks``: EMA, frozen BN and ResumeState as the recipe
+    says, in `distill train`'s trainer and the search's proxy trainer alike; one EMA for the
+    fit and the validation after it (the averaged weights are validated)."""
+    import pytorch_lightning as pl
+    from test_distillation_module import tiny_recipe
+
+    from distill.lightning import DetectionModule, WarmupEMA
+    from distill.lightning.freeze_bn import FreezeBatchNorm
+    from distill.lightning.resume import ResumeState
+    from distill.training import build_trainer, prepare_data
+
+    recipe = tiny_recipe(tmp_path, **{"optim.ema_decay": "0.9", "optim.freeze_bn_at": "0.5",
+                                      "trainer.max_steps": "1", "logger": "none"})
+    data = prepare_data(recipe)
+    module = DetectionModule(recipe, data.class_names)  # the typed recipe; saved as a dict
+    assert module.hparams["recipe"]["optim"]["ema_decay"] == 0.9
+    trainer = build_trainer(recipe, tmp_path, [], logger=False)
+    trainer.fit(module, datamodule=data)
+    kinds = [type(c) for c in trainer.callbacks]
+    for kind in (WarmupEMA, FreezeBatchNorm, ResumeState):
+        assert kinds.count(kind) == 1, kind
+    ema = next(c for c in trainer.callbacks if isinstance(c, WarmupEMA))
+    assert ema.decay == 0.9 and ema._average_model is not None
+    trainer.validate(module, datamodule=data, verbose=False)
+    assert next(c for c in trainer.callbacks if isinstance(c, WarmupEMA)) is ema
+
+    off = {"optim.ema_decay": "0", "optim.freeze_bn_at": "null"}
+    plain = DetectionModule(tiny_recipe(tmp_path, **off), data.class_names)
+    bare = pl.Trainer(max_steps=1, limit_val_batches=0, logger=False, accelerator="cpu",
+                      enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False)
+    bare.fit(plain, datamodule=data)
+    assert [type(c) for c in bare.callbacks if type(c).__module__.startswith("distill")] == [
+        ResumeState]

@@ -10,9 +10,16 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
-from distill.config import DistillConfig
-from distill.distillation.terms import BuildContext, TermInputs, build_terms, paired_levels
-from distill.lightning.detection import DetectionModule
+from distill.config import DistillConfig, Recipe
+from distill.distillation.terms import (
+    BuildContext,
+    TermConfig,
+    TermInputs,
+    build_terms,
+    paired_levels,
+    resolve_terms,
+)
+from distill.lightning.detection import DetectionModule, build_detector
 from distill.models.detector import DetectorOutput
 
 __all__ = ["DistillationModule", "freeze", "paired_levels"]
@@ -33,22 +40,28 @@ class DistillationModule(DetectionModule):
     (``self.distiller``, by name: align convs, parameter-free BNs, loss modules, balancing
     state) are registered children: trained, saved, converted to SyncBatchNorm under DDP.
     Loss = detection + sum over terms of w_term(step) * term.
+
+    ``terms`` are the link's resolved term configs (``resolve_terms``, once per link, by the
+    stage); without them (Lightning rebuilding the module from a checkpoint's saved recipe)
+    they are resolved here from the recipe's ``distill`` section.
     """
 
     def __init__(
-        self, recipe: dict[str, Any], class_names: list[str], teacher: nn.Module | None = None
+        self, recipe: Recipe | dict[str, Any], class_names: list[str],
+        teacher: nn.Module | None = None, terms: list[TermConfig] | None = None,
     ) -> None:
         super().__init__(recipe, class_names)
+        recipe = self.hparams["recipe"]  # plain containers, as saved in the checkpoint
         if teacher is None:  # e.g. loading a checkpoint for evaluation: shapes from the recipe
-            from distill.lightning.detection import build_detector
-
             teacher = build_detector(recipe["teacher"]["model"], num_classes=len(class_names))
         self.__dict__["teacher"] = freeze(teacher)  # plain attribute: not a registered child
         self.teacher_size = recipe["teacher"]["model"].get("image_size")
         student_size = recipe["model"].get("image_size") or self.model.image_size
         ctx = BuildContext(self.model, teacher, int(student_size),
                            int(self.teacher_size or student_size))
-        self.distiller = build_terms(_distill_config(recipe["distill"]), ctx)
+        if terms is None:
+            terms = resolve_terms(_distill_config(recipe["distill"]))
+        self.distiller = build_terms(terms, ctx)
         # the student's intermediate outputs the terms read (e.g. CrossKD's head features)
         self.student_taps = tuple(sorted({tap for term in self.distiller.values()
                                           for tap in term.taps}))

@@ -3,31 +3,44 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from distill.config import ModelConfig, Recipe, recipe_to_dict
 from distill.evaluation import make_map_metric, summarize_map, to_original_pixels
+from distill.lightning.ema import WarmupEMA
+from distill.lightning.freeze_bn import FreezeBatchNorm
+from distill.lightning.resume import ResumeState
 from distill.lightning.schedules import warmup_cosine
 from distill.models import build_model
 
 
-def model_overrides(model_cfg: dict[str, Any]) -> dict[str, Any]:
+def _setting(model_cfg: ModelConfig | Mapping[str, Any], key: str) -> Any:
+    """One key of a ``model`` section, typed (``ModelConfig``) or as saved in a checkpoint."""
+    if isinstance(model_cfg, Mapping):
+        return model_cfg.get(key)
+    return getattr(model_cfg, key)
+
+
+def model_overrides(model_cfg: ModelConfig | Mapping[str, Any]) -> dict[str, Any]:
     """Builder keyword overrides set in a recipe's ``model`` section (unset keys left out)."""
     keys = ("fusion", "backbone_weights", "bn_momentum", "drop_path_rate", "backbone")
-    overrides = {key: model_cfg[key] for key in keys if model_cfg.get(key) is not None}
-    return {**overrides, **(model_cfg.get("options") or {})}
+    overrides = {key: _setting(model_cfg, key) for key in keys
+                 if _setting(model_cfg, key) is not None}
+    return {**overrides, **(_setting(model_cfg, "options") or {})}
 
 
-def build_detector(model_cfg: dict[str, Any], num_classes: int) -> nn.Module:
-    """Build the detector a recipe's ``model`` section describes."""
+def build_detector(model_cfg: ModelConfig | Mapping[str, Any], num_classes: int) -> nn.Module:
+    """Build the detector a recipe's ``model`` section describes (typed, or a saved mapping)."""
     return build_model(
-        model_cfg["name"],
+        _setting(model_cfg, "name"),
         num_classes=num_classes,
-        image_size=model_cfg.get("image_size"),
-        pretrained=bool(model_cfg.get("pretrained", False)),
+        image_size=_setting(model_cfg, "image_size"),
+        pretrained=bool(_setting(model_cfg, "pretrained") or False),
         **model_overrides(model_cfg),
     )
 
@@ -47,14 +60,20 @@ def split_weight_decay(module: nn.Module, weight_decay: float) -> list[dict[str,
 class DetectionModule(pl.LightningModule):
     """Trains one detector: focal + box loss, warm-up/cosine schedule, validation COCO mAP.
 
-    ``recipe`` is the recipe as plain containers (``distill.config.recipe_to_dict``) and
-    ``class_names`` the dataset's classes in label order; both are saved in the checkpoint.
+    ``recipe`` is the typed ``Recipe`` (or, when Lightning rebuilds the module from a
+    checkpoint, the plain containers saved there) and ``class_names`` the dataset's classes in
+    label order; both are saved in the checkpoint, the recipe as plain containers.
+    ``configure_callbacks`` gives every trainer the callbacks the recipe asks for (EMA, the
+    frozen-BN phase, the resume state of the data position and RNGs).
     """
 
-    def __init__(self, recipe: dict[str, Any], class_names: list[str]) -> None:
+    def __init__(self, recipe: Recipe | dict[str, Any], class_names: list[str]) -> None:
         super().__init__()
-        self.save_hyperparameters("recipe", "class_names")
+        if isinstance(recipe, Recipe):  # the hyper-parameters Lightning saves: plain containers
+            recipe = recipe_to_dict(recipe)
+        self.save_hyperparameters({"recipe": recipe, "class_names": list(class_names)})
         self.class_names = list(class_names)
+        self._own_callbacks: list[pl.Callback] | None = None
         self.optim_cfg = recipe["optim"]
         self.model = build_detector(recipe["model"], num_classes=len(class_names))
         self.model.set_channels_last(recipe["trainer"].get("channels_last", True))
@@ -110,6 +129,21 @@ class DetectionModule(pl.LightningModule):
             sync_dist=True,
         )
         self.log("val/map", self.last_metrics["map"], prog_bar=True, sync_dist=True)
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """The training callbacks the recipe asks for: ``ResumeState`` of the trainer's data
+        module (epoch order, exact resume), ``WarmupEMA`` when ``optim.ema_decay > 0``,
+        ``FreezeBatchNorm`` when ``optim.freeze_bn_at`` is set. Made once per module, so a
+        ``validate`` after ``fit`` keeps the same EMA (Lightning asks again at each run)."""
+        if self._own_callbacks is None:
+            cfg, data = self.optim_cfg, self.trainer.datamodule
+            callbacks: list[pl.Callback] = [ResumeState(data)] if data is not None else []
+            if (cfg.get("ema_decay") or 0) > 0:
+                callbacks.append(WarmupEMA(cfg["ema_decay"]))
+            if cfg.get("freeze_bn_at") is not None:
+                callbacks.append(FreezeBatchNorm(cfg["freeze_bn_at"]))
+            self._own_callbacks = callbacks
+        return self._own_callbacks
 
     def configure_optimizers(self):
         cfg = self.optim_cfg

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from distill.config import Recipe, recipe_to_dict
+from distill.config import Recipe
 from distill.data import DetectionDataModule
 from distill.errors import RecipeError
 from distill.info import count_macs
@@ -106,20 +106,13 @@ class ProxyTrainer:
         a measure of the work that a busy machine does not inflate as much as the wall time)."""
         import pytorch_lightning as pl
 
-        from distill.lightning import DetectionModule, WarmupEMA
-        from distill.lightning.freeze_bn import FreezeBatchNorm
-        from distill.lightning.resume import ResumeState
+        from distill.lightning import DetectionModule
 
         recipe = candidate_recipe(self.recipe, spec, self.steps)
         data = self.data(int(spec["image_size"]))
         cfg = recipe.trainer
         pl.seed_everything(recipe.seed, workers=True, verbose=False)
-        module = DetectionModule(recipe_to_dict(recipe), data.class_names)
-        callbacks: list[Any] = [ResumeState(data)]
-        if recipe.optim.ema_decay > 0:
-            callbacks.append(WarmupEMA(recipe.optim.ema_decay))
-        if recipe.optim.freeze_bn_at is not None:
-            callbacks.append(FreezeBatchNorm(recipe.optim.freeze_bn_at))
+        module = DetectionModule(recipe, data.class_names)  # EMA, frozen BN, ResumeState
         epochs = math.ceil(self.steps / data.batches_per_epoch())
         with tempfile.TemporaryDirectory(prefix="distill-proxy-") as scratch:
             trainer = pl.Trainer(
@@ -132,7 +125,7 @@ class ProxyTrainer:
                 limit_val_batches=self.val_batches or cfg.limit_val_batches,
                 deterministic=cfg.deterministic, enable_progress_bar=False,
                 enable_model_summary=False, enable_checkpointing=False, logger=False,
-                callbacks=callbacks, use_distributed_sampler=False,
+                use_distributed_sampler=False,
             )
             start, cpu = time.perf_counter(), time.process_time()
             trainer.fit(module, datamodule=data)

@@ -220,10 +220,11 @@ def resolve_terms(cfg: DistillConfig) -> list[TermConfig]:
     return terms
 
 
-def build_terms(cfg: DistillConfig, ctx: BuildContext) -> nn.ModuleDict:
-    """The recipe's terms built against ``ctx``, keyed by name (insertion order kept)."""
+def build_terms(configs: list[TermConfig], ctx: BuildContext) -> nn.ModuleDict:
+    """The terms of ``configs`` (``resolve_terms``'s) built against ``ctx``, keyed by name
+    (insertion order kept)."""
     terms = nn.ModuleDict()
-    for i, term_cfg in enumerate(resolve_terms(cfg)):
+    for i, term_cfg in enumerate(configs):
         try:
             term = TERMS.get(term_cfg.kind)(term_cfg, ctx)
         except (ValueError, TypeError) as err:

@@ -11,7 +11,12 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from distill.checkpoints import load_state_strict, load_weights_file, read_checkpoint
+from distill.checkpoints import (
+    load_state_strict,
+    load_weights_file,
+    read_checkpoint,
+    write_detector_checkpoint,
+)
 from distill.config import Recipe, recipe_to_dict, recipe_to_yaml
 from distill.data import DetectionDataModule
 from distill.distillation.module import DistillationModule
@@ -21,11 +26,10 @@ from distill.evaluation import (
     make_map_metric,
     summarize_map,
     to_original_pixels,
-    write_text_atomic,
 )
 from distill.info import model_info
+from distill.io import write_text_atomic
 from distill.lightning.detection import build_detector, model_overrides
-from distill.lightning.resume import AtomicCheckpointIO
 from distill.models.effdet_import import (
     EFFDET_VARIANTS,
     convert_effdet_state_dict,
@@ -244,12 +248,9 @@ def stage_row(recipe: Recipe, model_cfg: Any, metrics: dict, num_classes: int
 
 def export_student(module: DistillationModule, recipe: Recipe, path: Path) -> Path:
     """Save the student alone, loadable by ``distill eval`` with the same recipe."""
-    AtomicCheckpointIO().save_checkpoint(
-        {"state_dict": module.student_state_dict(),
-         "hyper_parameters": {"recipe": recipe_to_dict(recipe), "class_names": module.class_names}},
-        path,
-    )
-    return path
+    return write_detector_checkpoint(
+        path, module.model.state_dict(),
+        {"recipe": recipe_to_dict(recipe), "class_names": module.class_names})
 
 
 def run_teacher(

@@ -37,8 +37,8 @@ _LAZY = {
 __all__ = [
     "AugmentConfig",
     "BORDER_TOLERANCE_FRAC",
-    "DATA_FORMATS",
     "BORDER_TOLERANCE_PX",
+    "DATA_FORMATS",
     "DataConfig",
     "DataFormat",
     "DatasetError",

@@ -21,6 +21,7 @@ from distill.data.transforms import build_transforms
 
 log = logging.getLogger(__name__)
 
+
 class DetectionDataModule(pl.LightningDataModule):
     """Train / val loaders of one dataset (``cfg.format``), both splits in the same format.
 

@@ -74,14 +74,15 @@ class DataFormat:
 
     def split_name(self, which: str, value: str) -> str:
         """The split that ``data.<which>`` (``train`` / ``val``) names in this format."""
-        return self.default_splits.get(which, value) if value == getattr(DataConfig, which) \
-            else value
+        if value != getattr(DataConfig, which):
+            return value
+        return self.default_splits.get(which, value)
 
 
 def data_format(name: str, source: str = "data") -> DataFormat:
     """The registered format ``name``; a ``RecipeError`` listing the registered names."""
     if name not in DATA_FORMATS:
-        default = DataConfig.format
+        default = DataConfig.format  # named first, the others sorted
         names = [default, *(n for n in DATA_FORMATS.names() if n != default)]
         raise RecipeError(f"{source}: 'data.format' is '{name}', expected one of "
                           f"{', '.join(names)}")

@@ -49,8 +49,8 @@ from omegaconf import OmegaConf
 from distill.config import Recipe, load_recipe, recipe_to_dict, recipe_to_yaml
 from distill.data import DetectionDataModule
 from distill.errors import RecipeError
-from distill.evaluation import write_text_atomic
 from distill.info import model_info
+from distill.io import write_text_atomic
 from distill.lightning import DetectionModule
 from distill.lightning.detection import model_overrides
 from distill.stages import derive

@@ -1,8 +1,18 @@
-"""Reading checkpoints safely and loading them strictly, with every mismatch named."""
+"""Reading checkpoints safely and loading them strictly, with every mismatch named; the one
+owner of the detector checkpoint schema (written and read here).
+
+A detector checkpoint is ``{"state_dict": {"model." + key: tensor}, "hyper_parameters": ...}``
+with ``hyper_parameters`` either ``{"recipe": {..., "model": {...}}, "class_names": [...]}``
+(``distill train`` / ``distill run``, the exported ``student.ckpt``) or ``{"model": {...},
+"num_classes": K, ...}`` (``distill import-effdet``). Stage checkpoints of a distillation also
+hold ``distiller.*`` weights, which a detector does not use.
+"""
 
 from __future__ import annotations
 
+import os
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +20,10 @@ import torch
 from torch import nn
 
 from distill.errors import RecipeError
+from distill.io import save_torch_atomic
+
+MODEL_PREFIX = "model."  # the detector's weights in a checkpoint's state_dict
+DISTILLER_PREFIX = "distiller."  # a distillation stage's align modules (not the detector's)
 
 
 def load_weights_file(path: str | Path) -> Any:
@@ -79,3 +93,58 @@ def load_state_strict(
     """
     check_state_fits(module, state, source, what)
     module.load_state_dict(state, strict=True)
+
+
+@dataclass
+class DetectorCheckpoint:
+    """What a detector checkpoint holds: the recipe's ``model`` section it was built from, the
+    class names (``class_<i>`` where only a count is saved) and the detector's own weights."""
+
+    model: dict[str, Any]
+    class_names: list[str]
+    state: dict[str, torch.Tensor]
+
+
+def detector_settings(hparams: Any, source: str | Path) -> tuple[dict[str, Any], list[str]]:
+    """The model section and class names of a checkpoint's ``hyper_parameters``."""
+    if isinstance(hparams, dict) and isinstance(hparams.get("recipe"), dict):
+        model_cfg, names = hparams["recipe"].get("model"), hparams.get("class_names")
+        if isinstance(model_cfg, dict) and isinstance(names, (list, tuple)) and names:
+            return dict(model_cfg), [str(n) for n in names]
+    if isinstance(hparams, dict) and isinstance(hparams.get("model"), dict) \
+            and isinstance(hparams.get("num_classes"), int):  # distill import-effdet
+        return dict(hparams["model"]), [f"class_{i}" for i in range(hparams["num_classes"])]
+    raise RecipeError(
+        f"{source}: not a detector checkpoint: its hyper_parameters hold no recipe 'model' section "
+        "and 'class_names'; expected a checkpoint written by `distill train`, `distill run` or "
+        "`distill import-effdet`")
+
+
+def detector_state(state: dict[str, Any], source: str | Path) -> dict[str, torch.Tensor]:
+    """The detector's weights (``model.*`` keys, prefix removed); ``distiller.*`` are dropped."""
+    others = [k for k in state if not k.startswith((MODEL_PREFIX, DISTILLER_PREFIX))]
+    if others or not any(k.startswith(MODEL_PREFIX) for k in state):
+        shown = ", ".join(others[:5]) or "none"
+        raise RecipeError(f"{source}: not a detector checkpoint: expected 'model.*' weights in its "
+                          f"state_dict (other keys: {shown})")
+    return {k[len(MODEL_PREFIX):]: v for k, v in state.items() if k.startswith(MODEL_PREFIX)}
+
+
+def read_detector_checkpoint(path: str | os.PathLike) -> DetectorCheckpoint:
+    """Read a detector checkpoint (weights only) into its model section, classes and weights."""
+    path = Path(path)
+    checkpoint = read_checkpoint(path)
+    model_cfg, class_names = detector_settings(checkpoint.get("hyper_parameters"), path)
+    state = detector_state(checkpoint["state_dict"], path)
+    return DetectorCheckpoint(model_cfg, class_names, state)
+
+
+def write_detector_checkpoint(
+    path: str | os.PathLike, state: dict[str, torch.Tensor], hyper_parameters: dict[str, Any]
+) -> Path:
+    """Save a detector's own ``state`` (keys without prefix) and its ``hyper_parameters`` (one of
+    the two forms above, checked first) atomically at ``path``."""
+    detector_settings(hyper_parameters, path)  # never write a file the reader refuses
+    checkpoint = {"state_dict": {f"{MODEL_PREFIX}{k}": v for k, v in state.items()},
+                  "hyper_parameters": hyper_parameters}
+    return save_torch_atomic(checkpoint, path)

@@ -17,6 +17,7 @@ from typing import Any, Optional, get_origin, get_type_hints
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from distill.data.formats import check_data_section
 from distill.data.settings import DataConfig, SyntheticConfig
 from distill.errors import RecipeError
 from distill.registry import Registry
@@ -194,7 +195,6 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.fusion": ("fast", "softmax", "sum"),
     "teacher.model.fusion": ("fast", "softmax", "sum"),
     "distill.weight.schedule": ("cosine", "linear", "constant", "step", "auto"),
-    "data.format": ("synthetic", "coco", "voc", "yolo"),
     "data.bad_samples": ("error", "drop"),
     "optim.name": ("sgd", "adamw"),
     "trainer.precision": ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"),
@@ -316,6 +316,8 @@ def _check_choices(recipe: DictConfig, source: str) -> None:
             raise RecipeError(
                 f"{source}: '{key}' is '{value}', expected one of {', '.join(allowed)}"
             )
+    # data.format: a registered format (loaded lazily), data.options: that format's settings
+    check_data_section(OmegaConf.to_container(recipe.data), source)
     stages = list(OmegaConf.select(recipe, "distill.stages") or [])
     unknown = [s for s in stages if s not in STAGES]
     if unknown or not stages or len(set(stages)) != len(stages):

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -86,27 +84,6 @@ def summarize_map(result: dict[str, torch.Tensor], class_names: list[str]) -> di
     summary["per_class"] = per_class
     summary["pr_50"] = curves
     return summary
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` next to ``path`` and rename it into place: a kill never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be read by others
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_json_atomic(path: str | os.PathLike, payload: dict) -> Path:
-    """Write ``payload`` as indented JSON to ``path`` atomically."""
-    return write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
 
 
 def run_folder_of(checkpoint: str | os.PathLike) -> Path:

@@ -36,7 +36,7 @@ from torchvision.ops import nms as box_nms
 
 from distill.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from distill.errors import RecipeError
-from distill.evaluation import write_text_atomic
+from distill.io import write_text_atomic
 
 FORMATS = ("onnx", "torchscript")
 RAW_OUTPUTS = ("cls_logits", "box_deltas", "boxes", "scores")

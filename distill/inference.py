@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from distill.checkpoints import load_state_strict, read_checkpoint
+from distill.checkpoints import load_state_strict, read_detector_checkpoint
 from distill.errors import RecipeError
 from distill.images import pil_to_tensor, read_image
 
@@ -60,40 +60,13 @@ class Detections:
         return out
 
 
-def _settings(checkpoint: dict[str, Any], path: Path) -> tuple[dict[str, Any], list[str]]:
-    """The model section and class names a checkpoint was saved with."""
-    hparams = checkpoint.get("hyper_parameters")
-    if isinstance(hparams, dict) and isinstance(hparams.get("recipe"), dict):
-        model_cfg, names = hparams["recipe"].get("model"), hparams.get("class_names")
-        if isinstance(model_cfg, dict) and isinstance(names, (list, tuple)) and names:
-            return dict(model_cfg), [str(n) for n in names]
-    if isinstance(hparams, dict) and isinstance(hparams.get("model"), dict) \
-            and isinstance(hparams.get("num_classes"), int):  # distill import-effdet
-        return dict(hparams["model"]), [f"class_{i}" for i in range(hparams["num_classes"])]
-    raise RecipeError(
-        f"{path}: not a detector checkpoint: its hyper_parameters hold no recipe 'model' section "
-        "and 'class_names'; expected a checkpoint written by `distill train`, `distill run` or "
-        "`distill import-effdet`")
-
-
-def _detector_state(state: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
-    """The detector's weights (``model.*`` keys, prefix removed); ``distiller.*`` are dropped."""
-    others = [k for k in state if not k.startswith(("model.", "distiller."))]
-    if others or not any(k.startswith("model.") for k in state):
-        shown = ", ".join(others[:5]) or "none"
-        raise RecipeError(f"{path}: not a detector checkpoint: expected 'model.*' weights in its "
-                          f"state_dict (other keys: {shown})")
-    return {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
-
-
 def detector_from_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, list[str], int]:
     """``(detector in eval mode on the CPU, class names, input size)`` rebuilt from ``path``."""
     from distill.lightning.detection import build_detector
 
     path = Path(path)
-    checkpoint = read_checkpoint(path)
-    model_cfg, class_names = _settings(checkpoint, path)
-    state = _detector_state(checkpoint["state_dict"], path)
+    checkpoint = read_detector_checkpoint(path)
+    model_cfg, class_names, state = checkpoint.model, checkpoint.class_names, checkpoint.state
     # the weights come from the file: no pretrained download, no backbone weights file
     model_cfg.update(pretrained=False, backbone_weights=None)
     name = model_cfg.get("name")

@@ -12,7 +12,7 @@ from typing import Any
 
 from distill.config import Recipe, recipe_to_dict, recipe_to_yaml
 from distill.data import DetectionDataModule
-from distill.evaluation import write_text_atomic
+from distill.io import write_text_atomic
 from distill.report import format_report_table, log_report_to_wandb, write_report
 from distill.stages import (
     BaselineStage,

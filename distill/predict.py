@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from distill.errors import RecipeError
-from distill.evaluation import write_json_atomic
 from distill.images import draw_detections, find_images, read_image, save_image
 from distill.inference import Detections, load_detector
+from distill.io import write_json_atomic
 
 
 def _common_root(files: list[Path]) -> Path:

@@ -9,7 +9,8 @@ from typing import Any
 
 from torch import nn
 
-from distill.evaluation import run_folder_of, write_json_atomic, write_text_atomic
+from distill.evaluation import run_folder_of
+from distill.io import write_json_atomic, write_text_atomic
 from distill.latency import measure_latencies
 from distill.plots import plot_report
 

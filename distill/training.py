@@ -19,7 +19,8 @@ from distill.checkpoints import check_state_fits, load_state_strict, read_checkp
 from distill.config import ModelConfig, Recipe, recipe_to_yaml
 from distill.data import DetectionDataModule
 from distill.errors import RecipeError
-from distill.evaluation import run_folder_of, write_json_atomic, write_text_atomic
+from distill.evaluation import run_folder_of
+from distill.io import write_json_atomic, write_text_atomic
 from distill.lightning import DetectionModule
 from distill.lightning.detection import build_detector
 from distill.lightning.history import MetricHistory

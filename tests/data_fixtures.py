@@ -9,7 +9,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from distill.data.yolo import label_path
+from distill.data.formats.yolo import label_path
 
 CLASSES = ["cat", "dog"]
 COCO_IDS = {"cat": 3, "dog": 7}  # written in the JSON as [dog(7), cat(3)]: labels follow the ids

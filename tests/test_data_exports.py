@@ -12,9 +12,9 @@ import torch
 from data_fixtures import CLASSES, IMAGES, coco_dict, voc_xml, write_image, write_voc
 
 from distill.data import DataConfig, DatasetError, DatasetWarning, DetectionDataModule
-from distill.data.coco import parse_coco
+from distill.data.formats.coco import parse_coco
+from distill.data.formats.voc import parse_voc, split_ids
 from distill.data.image_check import image_size
-from distill.data.voc import parse_voc, split_ids
 
 S = 64
 

@@ -18,9 +18,9 @@ from data_fixtures import (
 )
 
 from distill.data import DatasetError, DatasetWarning
-from distill.data.coco import parse_coco
-from distill.data.voc import parse_voc
-from distill.data.yolo import parse_yolo
+from distill.data.formats.coco import parse_coco
+from distill.data.formats.voc import parse_voc
+from distill.data.formats.yolo import parse_yolo
 
 
 def load(fmt: str, root: Path, policy: str = "error", **kw):

@@ -205,7 +205,7 @@ def test_bccd_subset():
 @needs_bccd
 def test_bccd_point_boxes_are_reported_or_dropped():
     """BCCD has two zero-area (point) RBC boxes, one in train (BloodImage_00343, object 3)."""
-    from distill.data.voc import parse_voc
+    from distill.data.formats.voc import parse_voc
 
     with pytest.raises(DatasetError, match=r"BloodImage_00343\.xml.*object 3 \(category 'RBC'"):
         parse_voc(bccd_root(), "train")

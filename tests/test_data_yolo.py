@@ -12,7 +12,7 @@ import yaml
 from data_fixtures import CLASSES, IMAGES, write_image, write_yolo
 
 from distill.data import DataConfig, DatasetError, DetectionDataModule
-from distill.data.yolo import label_path, parse_yolo, resolve_split_path
+from distill.data.formats.yolo import label_path, parse_yolo, resolve_split_path
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,8 +13,8 @@ from distill.evaluation import (
     make_map_metric,
     summarize_map,
     to_original_pixels,
-    write_json_atomic,
 )
+from distill.io import write_json_atomic
 from distill.lightning.ema import warmup_ema_avg_fn
 from distill.lightning.schedules import warmup_cosine
 

@@ -1,4 +1,5 @@
-"""Datasets: one internal form (``Sample``, ``DatasetIndex``) for COCO, VOC, YOLO, synthetic data.
+"""Datasets: one internal form (``Sample``, ``DatasetIndex``) for every dataset format (COCO,
+VOC, YOLO, synthetic data and plug-ins: the ``DATA_FORMATS`` registry of ``distill.data.formats``).
 
 Light imports only at package import; the DataModule / Dataset / transforms (torch, torchvision,
 Lightning) are loaded on first attribute access.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from distill.data.formats import DATA_FORMATS, DataFormat
 from distill.data.records import (
     BORDER_TOLERANCE_FRAC,
     BORDER_TOLERANCE_PX,
@@ -21,9 +23,9 @@ from distill.data.records import (
 from distill.data.settings import AugmentConfig, DataConfig
 
 _LAZY = {
-    "parse_coco": "distill.data.coco",
-    "parse_voc": "distill.data.voc",
-    "parse_yolo": "distill.data.yolo",
+    "parse_coco": "distill.data.formats.coco",
+    "parse_voc": "distill.data.formats.voc",
+    "parse_yolo": "distill.data.formats.yolo",
     "DetectionDataset": "distill.data.dataset",
     "collate": "distill.data.dataset",
     "load_image": "distill.data.dataset",
@@ -36,7 +38,9 @@ __all__ = [
     "AugmentConfig",
     "BORDER_TOLERANCE_FRAC",
     "BORDER_TOLERANCE_PX",
+    "DATA_FORMATS",
     "DataConfig",
+    "DataFormat",
     "DatasetError",
     "DatasetIndex",
     "DatasetWarning",

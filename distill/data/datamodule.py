@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -12,35 +13,37 @@ import torch
 from torch.utils.data import DataLoader
 
 from distill.data.dataset import DetectionDataset, collate
+from distill.data.formats import data_format, format_settings
 from distill.data.records import DatasetError, DatasetIndex, check_policy
 from distill.data.sampling import EpochSampler
-from distill.data.settings import FORMATS, DataConfig
+from distill.data.settings import DataConfig
 from distill.data.transforms import build_transforms
 
 log = logging.getLogger(__name__)
-
-_COCO_DEFAULTS = {"train": "annotations/train.json", "val": "annotations/val.json"}
 
 
 class DetectionDataModule(pl.LightningDataModule):
     """Train / val loaders of one dataset (``cfg.format``), both splits in the same format.
 
-    ``setup()`` parses and validates both splits (idempotent) and stops with a ``DatasetError``
+    The format (a registered ``DataFormat``, ``distill.data.formats``) prepares and reads the
+    splits; ``setup()`` parses and validates both (idempotent) and stops with a ``DatasetError``
     before any training when the data is bad (``bad_samples: error``) or the val split's classes
     differ from train's. ``class_names`` / ``num_classes`` run ``setup()`` when needed.
     ``synthetic`` is the generator's settings (``SyntheticConfig`` or a mapping) for
-    ``format: synthetic`` (default: ``SyntheticConfig()``).
+    ``format: synthetic`` (default: the config's ``synthetic`` section, else ``SyntheticConfig()``).
     """
 
     def __init__(self, cfg: DataConfig, image_size: int, seed: int = 0, synthetic: Any = None):
         super().__init__()
-        if cfg.format not in FORMATS:
-            raise DatasetError(f"data.format: {cfg.format!r} is not one of {list(FORMATS)}")
+        self.format = data_format(cfg.format)
         check_policy(cfg.bad_samples)
+        values = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+        if synthetic is not None:
+            values["synthetic"] = synthetic
+        self.settings = format_settings(self.format, values)  # the format's own settings
         self.cfg = cfg
         self.image_size = int(image_size)
         self.seed = int(seed)
-        self.synthetic = synthetic
         self.train_index: DatasetIndex | None = None
         self.val_index: DatasetIndex | None = None
         self.train_dataset: DetectionDataset | None = None
@@ -52,69 +55,45 @@ class DetectionDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------ parsing
 
     def _split_name(self, which: str) -> str:
-        value = getattr(self.cfg, which)
-        if self.cfg.format in ("voc", "yolo") and value == _COCO_DEFAULTS[which]:
-            return which
-        return value
-
-    def _ensure_synthetic(self) -> None:
-        from distill.data.synthetic import SyntheticConfig, ensure_synthetic_dataset
-
-        cfg = self.synthetic if self.synthetic is not None else SyntheticConfig()
-        ensure_synthetic_dataset(Path(self.cfg.root), cfg)
+        return self.format.split_name(which, getattr(self.cfg, which))
 
     def prepare_data(self) -> None:
-        if self.cfg.format == "synthetic":
-            self._ensure_synthetic()
+        self.format.prepare(Path(self.cfg.root), self.settings)
 
     def _parse(self, which: str, class_names: list[str] | None) -> DatasetIndex:
-        cfg, root = self.cfg, Path(self.cfg.root)
-        split = self._split_name(which)
+        cfg = self.cfg
         limit = cfg.max_train_images if which == "train" else cfg.max_val_images
-        kw = {"bad_samples": cfg.bad_samples, "max_images": limit,
-              "verify_images": cfg.verify_images}
-        if cfg.format in ("coco", "synthetic"):
-            from distill.data.coco import parse_coco
+        return self.format.parse(Path(cfg.root), self._split_name(which), self.settings,
+                                 class_names, bad_samples=cfg.bad_samples, max_images=limit,
+                                 verify_images=cfg.verify_images)
 
-            image_dir = root
-            if cfg.format == "coco" and cfg.image_dir:
-                image_dir = root / cfg.image_dir
-            return parse_coco(root / split, image_dir, **kw)
-        if cfg.format == "voc":
-            from distill.data.voc import parse_voc
-
-            return parse_voc(root, split, class_names, val_fraction=cfg.val_fraction,
-                             split_seed=cfg.split_seed, **kw)
-        from distill.data.yolo import parse_yolo
-
-        return parse_yolo(root, split, **kw)
+    def _check_val_classes(self, train: DatasetIndex) -> None:
+        """Classes found in val that train lacks (formats whose classes come from the objects)."""
+        cfg, split = self.cfg, self._split_name("val")
+        val_names = self.format.split_classes(Path(cfg.root), split, self.settings)
+        extra = sorted(set(val_names or ()) - set(train.class_names))
+        if extra:
+            raise DatasetError(
+                f"{cfg.format} {cfg.root}: val split {split!r} has classes {extra} that the "
+                f"train split does not have (train classes: {train.class_names}); set "
+                "data.classes to the full class list"
+            )
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_index is not None:
             return
         cfg = self.cfg
-        if cfg.format == "synthetic":
-            self._ensure_synthetic()
+        self.format.prepare(Path(cfg.root), self.settings)
         train = self._parse("train", cfg.classes)
-        if cfg.format == "voc" and cfg.classes is None:
-            from distill.data.voc import voc_class_names
-
-            val_names = voc_class_names(cfg.root, self._split_name("val"), cfg.val_fraction,
-                                        cfg.split_seed)
-            extra = sorted(set(val_names) - set(train.class_names))
-            if extra:
-                raise DatasetError(
-                    f"VOC {cfg.root}: val split {self._split_name('val')!r} has classes {extra} "
-                    f"that the train split does not have (train classes: {train.class_names}); "
-                    "set data.classes to the full class list"
-                )
+        if cfg.classes is None:
+            self._check_val_classes(train)
         if cfg.classes is not None and list(cfg.classes) != train.class_names:
             raise DatasetError(
                 f"{cfg.format} {cfg.root}: data.classes {list(cfg.classes)} differ from the "
                 f"dataset's classes {train.class_names} (label order); remove data.classes or "
                 "make it match"
             )
-        val = self._parse("val", train.class_names if cfg.format == "voc" else None)
+        val = self._parse("val", train.class_names)
         if val.class_names != train.class_names:
             raise DatasetError(
                 f"{cfg.format} {cfg.root}: val classes {val.class_names} differ from train "

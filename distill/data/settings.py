@@ -7,9 +7,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
-FORMATS: tuple[str, ...] = ("synthetic", "coco", "voc", "yolo")
 BAD_SAMPLE_POLICIES: tuple[str, ...] = ("error", "drop")
 
 
@@ -29,7 +28,12 @@ class AugmentConfig:
 class DataConfig:
     """Which dataset to read, how to treat bad samples, and the data loader settings."""
 
-    format: str = "synthetic"  # synthetic | coco | voc | yolo
+    # a registered format (distill.data.formats): synthetic | coco | voc | yolo | a plug-in
+    format: str = "synthetic"
+    # the format's own settings, checked against its settings dataclass (unknown keys stop with
+    # the valid ones); the built-in formats' settings are also the top-level keys below
+    # (image_dir, val_fraction, split_seed), which keep working as they are
+    options: dict[str, Any] = field(default_factory=dict)
     # dataset folder (yolo: the folder holding data.yaml, or the data.yaml path itself)
     root: str = "data/synthetic"
     # train split. coco: JSON path relative to root; voc: ImageSets/Main split name; yolo: key in

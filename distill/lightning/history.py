@@ -15,7 +15,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from distill.evaluation import write_json_atomic
+from distill.io import write_json_atomic
 
 VAL_KEYS = ("val/map", "val/map_50", "val/loss")
 

@@ -23,7 +23,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Checkpoint
 
 from distill.checkpoints import read_checkpoint
-from distill.errors import RecipeError
+from distill.io import save_torch_atomic
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -41,22 +41,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> None:
         if storage_options is not None:
             raise TypeError(f"AtomicCheckpointIO takes no storage_options, got {storage_options}")
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as handle:
-                torch.save(checkpoint, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except OSError as err:
-            raise RecipeError(
-                f"{path}: the checkpoint could not be written ({err.strerror or err}); the "
-                "previous file, if any, is kept. Free disk space or choose another output_dir"
-            ) from err
-        finally:
-            tmp.unlink(missing_ok=True)
+        save_torch_atomic(checkpoint, path)
 
     def preload(self, path: str | os.PathLike) -> dict[str, Any]:
         """Read ``path`` now (weights only, clear error); the next ``load_checkpoint`` of it

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from distill.checkpoints import load_weights_file
+from distill.checkpoints import load_weights_file, write_detector_checkpoint
 
 from .bifpn import bifpn_nodes
 from .registry import build_model
@@ -309,8 +309,5 @@ def import_effdet(
             "class_indices": class_indices,
         },
     }
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint = {"state_dict": {f"model.{k}": v for k, v in state.items()}}
-    torch.save({**checkpoint, "hyper_parameters": hparams}, out)
+    write_detector_checkpoint(out, state, hparams)
     return hparams

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from distill.evaluation import write_text_atomic
+from distill.io import write_text_atomic
 
 from .blocks import conv_layer
 from .measure import conv_out_size, conv_sizes

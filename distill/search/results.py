@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import yaml
 
-from distill.evaluation import write_text_atomic
+from distill.io import write_text_atomic
 
 from .pareto import draw_front, pareto_front
 from .proxy import build_spec

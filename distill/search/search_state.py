@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distill.evaluation import write_text_atomic
+from distill.io import write_text_atomic
 
 from .space import Structure, structure_from_json, structure_to_json
 

@@ -10,12 +10,12 @@ from typing import Any
 import pytorch_lightning as pl
 from torch import nn
 
+from distill.checkpoints import write_detector_checkpoint
 from distill.config import Recipe, recipe_to_dict, recipe_to_yaml
 from distill.distillation.module import DistillationModule
 from distill.distillation.terms import TermConfig
-from distill.evaluation import write_text_atomic
+from distill.io import write_text_atomic
 from distill.lightning.detection import build_detector
-from distill.lightning.resume import AtomicCheckpointIO
 from distill.stages.base import RunContext, Stage, StageResult, stage_row
 from distill.stages.link import Link
 from distill.training import finished_metrics, fit, is_rank_zero, prepare_data, train
@@ -23,12 +23,9 @@ from distill.training import finished_metrics, fit, is_rank_zero, prepare_data, 
 
 def export_student(module: DistillationModule, recipe: Recipe, path: Path) -> Path:
     """Save the student alone, loadable by ``distill eval`` with the same recipe."""
-    AtomicCheckpointIO().save_checkpoint(
-        {"state_dict": module.student_state_dict(),
-         "hyper_parameters": {"recipe": recipe_to_dict(recipe), "class_names": module.class_names}},
-        path,
-    )
-    return path
+    return write_detector_checkpoint(
+        path, module.model.state_dict(),
+        {"recipe": recipe_to_dict(recipe), "class_names": module.class_names})
 
 
 def run_distilled(recipe: Recipe, teacher: nn.Module, num_classes: int, stage_dir: Path,

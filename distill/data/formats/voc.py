@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from distill.data.formats import DATA_FORMATS, DataFormat
 from distill.data.records import (
     BAD_ANNOTATION,
     IMAGE_EXTENSIONS,
@@ -202,3 +205,30 @@ def parse_voc(
         source=f"VOC {root} split {split!r}",
         category_hint=f"a name in the class list {class_names}",
     )
+
+
+@dataclass
+class VocSettings:
+    """``format: voc`` settings (top-level ``data`` keys, or ``data.options``): the split of a
+    folder without ``ImageSets`` (it does not depend on the recipe's seed)."""
+
+    val_fraction: float = 0.2  # the fraction of the XML files in the val split
+    split_seed: int = 0  # the seed of the shuffle that picks them
+
+
+@DATA_FORMATS.register("voc")
+class VocFormat(DataFormat):
+    """Pascal VOC XML: ``data.train`` / ``data.val`` name ``ImageSets/Main`` splits."""
+
+    settings = VocSettings
+    default_splits = {"train": "train", "val": "val"}
+
+    def parse(self, root: Path, split: str, settings: VocSettings,
+              class_names: list[str] | None, **read: Any) -> DatasetIndex:
+        """Read ``split``; labels index ``class_names`` (default: the sorted names found)."""
+        return parse_voc(root, split, class_names, val_fraction=settings.val_fraction,
+                         split_seed=settings.split_seed, **read)
+
+    def split_classes(self, root: Path, split: str, settings: VocSettings) -> list[str]:
+        """The sorted object names of ``split``."""
+        return voc_class_names(root, split, settings.val_fraction, settings.split_seed)

@@ -20,9 +20,11 @@ name is another category's supercategory is left out of the class list.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
+from distill.data.formats import DATA_FORMATS, DataFormat
 from distill.data.records import (
     BAD_ANNOTATION,
     DatasetError,
@@ -193,3 +195,25 @@ def parse_coco(
         category_hint=hint,
         problems=orphans,
     )
+
+
+@dataclass
+class CocoSettings:
+    """``format: coco`` settings (top-level ``data`` keys, or ``data.options``)."""
+
+    # the folder `file_name` is relative to, under root (default: root); Optional, not `| None`:
+    # omegaconf < 2.4 does not understand PEP 604 unions
+    image_dir: Optional[str] = None  # noqa: UP045
+
+
+@DATA_FORMATS.register("coco")
+class CocoFormat(DataFormat):
+    """COCO JSON: ``data.train`` / ``data.val`` are JSON paths relative to ``data.root``."""
+
+    settings = CocoSettings
+
+    def parse(self, root: Path, split: str, settings: CocoSettings,
+              class_names: list[str] | None, **read: Any) -> DatasetIndex:
+        """Read the JSON ``root / split`` (classes from its ``categories``)."""
+        image_dir = root / settings.image_dir if settings.image_dir else root
+        return parse_coco(root / split, image_dir, **read)

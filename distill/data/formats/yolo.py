@@ -24,6 +24,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from distill.data.formats import DATA_FORMATS, DataFormat
 from distill.data.records import (
     BAD_ANNOTATION,
     IMAGE_EXTENSIONS,
@@ -205,3 +206,15 @@ def parse_yolo(
         source=f"YOLO {yaml_path} split {split!r}",
         category_hint=f"a class index in 0..{len(names) - 1} ({names})",
     )
+
+
+@DATA_FORMATS.register("yolo")
+class YoloFormat(DataFormat):
+    """YOLO txt labels: ``data.root`` is data.yaml (or its folder), splits are its keys."""
+
+    default_splits = {"train": "train", "val": "val"}
+
+    def parse(self, root: Path, split: str, settings: Any, class_names: list[str] | None,
+              **read: Any) -> DatasetIndex:
+        """Read the split ``split`` of data.yaml (classes from its ``names``)."""
+        return parse_yolo(root, split, **read)

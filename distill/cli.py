@@ -284,6 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("overrides", nargs="*")
     data.set_defaults(func=_cmd_data)
 
+    _add_search_import(sub)
+    _add_predict_export(sub)
+    return parser
+
+
+def _add_search_import(sub: argparse._SubParsersAction) -> None:
+    """The ``search`` and ``import-effdet`` sub-commands."""
     search = sub.add_parser(
         "search", help="zero-shot (MAE-NAS) search of a backbone structure under a budget, or "
         "SM-NAS's structural / modular search of trained candidate detectors"
@@ -334,8 +341,6 @@ def build_parser() -> argparse.ArgumentParser:
         "in category-id order, the label order `data.format: coco` gives",
     )
     imp.set_defaults(func=_cmd_import_effdet)
-    _add_predict_export(sub)
-    return parser
 
 
 def _add_predict_export(sub: argparse._SubParsersAction) -> None:

@@ -226,6 +226,73 @@ def _describe(obj: RawObject, width: int | None, height: int | None) -> str:
     return text + ")"
 
 
+def _image_problem(raw: RawSample, sizes: dict[int, Any]) -> tuple[tuple[str, str] | None,
+                                                                   int, int]:
+    """``(problem, width, height)`` of one sample's image: missing, unreadable or not the size
+    annotated (upright: EXIF orientation applied)."""
+    if raw.problem is not None:
+        return raw.problem, 0, 0
+    if id(raw) not in sizes:
+        return (MISSING_IMAGE, "image file not found; expected an image there"), 0, 0
+    if isinstance(found := sizes[id(raw)], OSError):
+        return (UNREADABLE_IMAGE, f"cannot open the image: {found}"), 0, 0
+    width, height = found
+    if raw.width and raw.height and (raw.width, raw.height) != (width, height):
+        return (SIZE_MISMATCH, f"image is {width}x{height} (w x h, upright: EXIF orientation "
+                               f"applied) but annotated as {raw.width}x{raw.height}; expected "
+                               "the annotated size"), width, height
+    return None, width, height
+
+
+def _checked_sample(raw: RawSample, width: int, height: int, category_hint: str,
+                    problems: list[Problem]) -> Sample:
+    """The sample of ``raw`` with its valid objects; each bad one becomes a ``Problem``."""
+    where = f"{raw.annotation}: image {raw.image_path}"
+    boxes, labels, difficult = [], [], []
+    for obj in raw.objects:
+        box, problem = _check_object(obj, width, height, category_hint)
+        if problem is not None:
+            problems.append(Problem(
+                problem[0], f"{where}: {_describe(obj, width, height)}: {problem[1]}", False))
+            continue
+        boxes.append(box)
+        labels.append(obj.label)
+        difficult.append(obj.difficult)
+    return Sample(
+        image_path=Path(raw.image_path),
+        boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+        labels=np.asarray(labels, dtype=np.int64).reshape(-1),
+        image_id=int(raw.image_id),
+        width=width,
+        height=height,
+        difficult=np.asarray(difficult, dtype=bool) if any(difficult) else None,
+    )
+
+
+def _apply_policy(problems: list[Problem], bad_samples: str, source: str,
+                  dropped_images: int, dropped_objects: int) -> None:
+    """``error``: raise listing the problems; ``drop``: warn once with the counts."""
+    if not problems:
+        return
+    counts = Counter(p.kind for p in problems)
+    counts_text = ", ".join(f"{k}: {n}" for k, n in counts.most_common())
+    if bad_samples == "error":
+        listed = "\n".join(f"  - {p.message}" for p in problems[:MAX_LISTED_PROBLEMS])
+        more = len(problems) - MAX_LISTED_PROBLEMS
+        raise DatasetError(
+            f"{source}: {len(problems)} bad sample problem(s) ({counts_text}):\n{listed}"
+            + (f"\n  ... and {more} more" if more > 0 else "")
+            + "\nFix the annotations, or set data.bad_samples=drop to drop the bad objects "
+            "(whole images when the image itself is bad)."
+        )
+    warnings.warn(
+        f"{source}: dropped {dropped_images} image(s) and {dropped_objects} object(s) "
+        f"because of {len(problems)} problem(s) ({counts_text}); first: {problems[0].message}",
+        DatasetWarning,
+        stacklevel=3,
+    )
+
+
 def validate_samples(
     raw_samples: Sequence[RawSample],
     class_names: Sequence[str],
@@ -253,72 +320,17 @@ def validate_samples(
                      strict=True))
     samples: list[Sample] = []
     dropped_images = 0
-    dropped_objects = sum(1 for p in problems if not p.whole_image)
     for raw in raw_samples:
-        where = f"{raw.annotation}: image {raw.image_path}"
-        image_problem: tuple[str, str] | None = raw.problem
-        width = height = 0
-        if image_problem is None:
-            if id(raw) not in sizes:
-                image_problem = (MISSING_IMAGE, "image file not found; expected an image there")
-            elif isinstance(found := sizes[id(raw)], OSError):
-                image_problem = (UNREADABLE_IMAGE, f"cannot open the image: {found}")
-            else:
-                width, height = found
-        if image_problem is None and raw.width and raw.height:
-            if (raw.width, raw.height) != (width, height):
-                image_problem = (
-                    SIZE_MISMATCH,
-                    f"image is {width}x{height} (w x h, upright: EXIF orientation applied) "
-                    f"but annotated as "
-                    f"{raw.width}x{raw.height}; expected the annotated size",
-                )
+        image_problem, width, height = _image_problem(raw, sizes)
         if image_problem is not None:
-            problems.append(Problem(image_problem[0], f"{where}: {image_problem[1]}", True))
+            problems.append(Problem(
+                image_problem[0], f"{raw.annotation}: image {raw.image_path}: "
+                f"{image_problem[1]}", True))
             dropped_images += 1
             continue
-        boxes, labels, difficult = [], [], []
-        for obj in raw.objects:
-            box, problem = _check_object(obj, width, height, category_hint)
-            if problem is not None:
-                problems.append(
-                    Problem(problem[0], f"{where}: {_describe(obj, width, height)}: {problem[1]}",
-                            False)
-                )
-                dropped_objects += 1
-                continue
-            boxes.append(box)
-            labels.append(obj.label)
-            difficult.append(obj.difficult)
-        samples.append(
-            Sample(
-                image_path=Path(raw.image_path),
-                boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
-                labels=np.asarray(labels, dtype=np.int64).reshape(-1),
-                image_id=int(raw.image_id),
-                width=width,
-                height=height,
-                difficult=np.asarray(difficult, dtype=bool) if any(difficult) else None,
-            )
-        )
-    if problems:
-        counts = Counter(p.kind for p in problems)
-        counts_text = ", ".join(f"{k}: {n}" for k, n in counts.most_common())
-        if bad_samples == "error":
-            listed = "\n".join(f"  - {p.message}" for p in problems[:MAX_LISTED_PROBLEMS])
-            more = len(problems) - MAX_LISTED_PROBLEMS
-            raise DatasetError(
-                f"{source}: {len(problems)} bad sample problem(s) ({counts_text}):\n{listed}"
-                + (f"\n  ... and {more} more" if more > 0 else "")
-                + "\nFix the annotations, or set data.bad_samples=drop to drop the bad objects "
-                "(whole images when the image itself is bad)."
-            )
-        warnings.warn(
-            f"{source}: dropped {dropped_images} image(s) and {dropped_objects} object(s) "
-            f"because of {len(problems)} problem(s) ({counts_text}); first: {problems[0].message}",
-            DatasetWarning,
-            stacklevel=2,
-        )
+        samples.append(_checked_sample(raw, width, height, category_hint, problems))
+    dropped_objects = sum(1 for p in problems if not p.whole_image)
+    _apply_policy(problems, bad_samples, source, dropped_images, dropped_objects)
     if not samples:
         raise DatasetError(
             f"{source}: no usable images"

@@ -75,3 +75,17 @@ class SyntheticConfig:
     min_size: int = 10  # smallest object size in pixels (longer side of its box)
     max_size: int = 120  # largest object size in pixels (longer side of its box)
     clutter: int = 6  # average number of unlabelled distractor shapes / lines per image
+
+    def check(self) -> SyntheticConfig:
+        """``self`` when its values can be generated; ``ValueError`` naming the one that cannot."""
+        if self.num_train < 0 or self.num_val < 0:
+            raise ValueError("num_train and num_val must be >= 0")
+        if self.image_size < 32:
+            raise ValueError("image_size must be >= 32")
+        if not 0 <= self.min_objects <= self.max_objects:
+            raise ValueError("need 0 <= min_objects <= max_objects")
+        if not 4 <= self.min_size <= self.max_size <= self.image_size:
+            raise ValueError("need 4 <= min_size <= max_size <= image_size")
+        if self.clutter < 0:
+            raise ValueError("clutter must be >= 0")
+        return self

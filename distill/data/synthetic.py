@@ -44,17 +44,7 @@ def _as_config(cfg: Any) -> SyntheticConfig:
         out = SyntheticConfig(**{name: cfg[name] for name in names})
     else:
         raise TypeError(f"expected SyntheticConfig or a mapping, got {type(cfg).__name__}")
-    if out.num_train < 0 or out.num_val < 0:
-        raise ValueError("num_train and num_val must be >= 0")
-    if out.image_size < 32:
-        raise ValueError("image_size must be >= 32")
-    if not 0 <= out.min_objects <= out.max_objects:
-        raise ValueError("need 0 <= min_objects <= max_objects")
-    if not 4 <= out.min_size <= out.max_size <= out.image_size:
-        raise ValueError("need 4 <= min_size <= max_size <= image_size")
-    if out.clutter < 0:
-        raise ValueError("clutter must be >= 0")
-    return out
+    return out.check()
 
 
 # ----------------------------------------------------------------------------- geometry

@@ -1,17 +1,8 @@
 """A DAMO-YOLO-style heavy-neck teacher: timm backbone, RepGFPN-like neck, light shared head.
 
-"Large neck, small head" (Xu et al. 2022, DAMO-YOLO). What follows DAMO-YOLO's RepGFPN
-(``GiraffeNeckV2``):
-
-- fusion nodes are CSP stages: two 1x1 branches, one kept, one through ``round(3 * depth)``
-  reversed basic blocks (a RepConv, i.e. parallel 3x3 conv-BN + 1x1 conv-BN summed before SiLU,
-  to a ``hidden_ratio`` width, then a 3x3 conv-BN-SiLU, plus a residual), all block outputs
-  concatenated and fused by a 1x1 conv;
-- queen fusion: a top-down node combines its own level, the top-down node above (nearest
-  upsampled) and the level below (stride-2 3x3 conv); a bottom-up node combines the top-down
-  node of its level, the bottom-up node below and the top-down node below (both by stride-2
-  convs). For P3..P5 this is exactly GiraffeNeckV2's wiring; more levels follow the same rule;
-- per-level widths (``neck_widths``) and depth multiplier (``neck_depth``).
+"Large neck, small head" (Xu et al. 2022, DAMO-YOLO): the neck is DAMO-YOLO's Efficient
+RepGFPN (``distill.models.repgfpn``: CSP fusion stages of reversed RepConv blocks, queen fusion,
+per-level widths ``neck_widths`` and depth multiplier ``neck_depth``).
 
 Simplified or changed: the backbone is any timm model, so 1x1 conv-BN-SiLU laterals first map
 C3..C5 to the neck widths (DAMO's TinyNAS backbones emit them directly); RepConv branches are

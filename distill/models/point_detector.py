@@ -1,0 +1,156 @@
+"""``PointDetector``: the anchor-free implementation of the model contract with a GFL head
+(DAMO-YOLO's ZeroHead): one point per location, box sides as distributions, AlignOTA.
+
+- priors: the stride-sized cell of each location; its point is the cell centre (DAMO puts the
+  point at the cell's top-left corner, ``x = col * stride``: a half-stride shift of where
+  boxes are anchored, no change to what a trained model can express);
+- boxes: (left, top, right, bottom) = the DFL integral of each side's distribution times the
+  stride, around the point;
+- loss (DAMO's weights): QFL (1.0) over all points / positives, GIoU (2.0) and DFL (0.25) over
+  the positives weighted by their best predicted score / the sum of those weights (DFL over 4
+  sides); targets from AlignOTA on the detached predictions;
+- post-processing: the shared ``Detector.predict`` (sigmoid scores, class-wise NMS) at
+  ``nms_iou`` (DAMO: 0.7; the export graph takes its IoU separately, ``ExportGraph``'s
+  ``iou_threshold``).
+
+Taps: none. ZeroHead has no tower, so there are no hidden head features to tap: CrossKD (which
+runs the student's tower outputs through the teacher's predictors) needs a family with a head
+tower; feature terms (neck outputs) pair a PointDetector with any teacher.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .align_ota import align_ota_assign
+from .anchors import level_sizes
+from .detector import Detector, DetectorOutput
+from .gfl import (
+    box_to_distance,
+    dfl_integral,
+    distance_to_box,
+    distribution_focal_loss,
+    giou_loss,
+    quality_focal_loss,
+)
+from .postprocess import postprocess
+from .zero_head import ZeroHead
+
+LOSS_WEIGHTS = {"qfl": 1.0, "giou": 2.0, "dfl": 0.25}  # DAMO-YOLO's ZeroHead
+
+
+def _mean_over_ranks(value: torch.Tensor, across_ranks: bool) -> torch.Tensor:
+    """``value`` averaged over the DDP processes (``across_ranks`` under DDP), detached."""
+    value = value.detach().clone()
+    if across_ranks and dist.is_available() and dist.is_initialized() \
+            and dist.get_world_size() > 1:
+        dist.all_reduce(value)
+        value = value / dist.get_world_size()
+    return value
+
+
+class PointDetector(Detector):
+    """Anchor-free one-stage detector: backbone, neck, ``ZeroHead``; see the module docstring."""
+
+    TAPS: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, backbone: nn.Module, neck: nn.Module, head: ZeroHead, num_classes: int,
+                 image_size: int, strides: list[int], neck_channels: list[int],
+                 nms_iou: float = 0.7, assigner: dict | None = None,
+                 loss_weights: dict[str, float] | None = None) -> None:
+        super().__init__(backbone, neck, num_classes, image_size, strides, neck_channels,
+                         predictions_per_location=1)
+        self.head = head
+        self.reg_max = head.reg_max
+        self.nms_iou = float(nms_iou)
+        self.assigner = dict(assigner or {})
+        self.loss_weights = {**LOSS_WEIGHTS, **(loss_weights or {})}
+
+    def forward_head(self, feats: list[torch.Tensor], taps: frozenset[str]
+                     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, list[torch.Tensor]]]:
+        """Class logits ``[B, N, K]`` and box distributions ``[B, N, 4 * (reg_max + 1)]``."""
+        cls_logits, box_out = self.head(feats)
+        return cls_logits, box_out, {}
+
+    def priors(self, image_shape: tuple[int, int], device: torch.device) -> torch.Tensor:
+        """The stride cell ``[N, 4]`` (xyxy) of every location of every level."""
+        cells = []
+        for stride, (h, w) in zip(self.strides, level_sizes(image_shape, self.strides)):
+            y, x = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device),
+                                  indexing="ij")
+            corner = torch.stack([x, y], -1).reshape(-1, 2).float() * stride
+            cells.append(torch.cat([corner, corner + stride], -1))
+        return torch.cat(cells)
+
+    def decode_boxes(self, box_out: torch.Tensor, priors: torch.Tensor) -> torch.Tensor:
+        """Boxes xyxy: the DFL integral of each side times the stride, around the cell centre."""
+        centre = (priors[..., :2] + priors[..., 2:]) / 2
+        stride = priors[..., 2:3] - priors[..., 0:1]
+        return distance_to_box(centre, dfl_integral(box_out, self.reg_max) * stride)
+
+    def prediction_signature(self) -> tuple:
+        """One point per location: point heads pair location by location."""
+        return ("points", 1)
+
+    def predict(self, output: DetectorOutput, score_threshold: float = 0.05,
+                max_detections: int = 100) -> list[dict[str, torch.Tensor]]:
+        """``Detector.predict`` with NMS at ``nms_iou`` (DAMO-YOLO: 0.7)."""
+        shape = self.output_shape(output)
+        with torch.no_grad():
+            return postprocess(
+                output.cls_logits, output.box_deltas,
+                self.priors(shape, output.cls_logits.device), shape,
+                score_threshold=score_threshold, max_detections=max_detections,
+                nms_iou=self.nms_iou, decode=self.decode_boxes)
+
+    def _targets(self, output: DetectorOutput, targets: list[dict], priors: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """AlignOTA per image: labels ``[B, N]`` (-1 background), IoU quality ``[B, N]``,
+        matched boxes ``[B, N, 4]`` and predicted boxes ``[B, N, 4]``."""
+        centres = (priors[:, :2] + priors[:, 2:]) / 2
+        strides = priors[:, 2] - priors[:, 0]
+        pred_boxes = self.decode_boxes(output.box_deltas, priors)
+        scores = output.cls_logits.detach().float().sigmoid()
+        labels = torch.full(scores.shape[:2], -1, dtype=torch.long, device=scores.device)
+        quality = scores.new_zeros(scores.shape[:2])
+        matched = pred_boxes.new_zeros(pred_boxes.shape)
+        for b, target in enumerate(targets):
+            boxes = target["boxes"].to(scores.device).float().reshape(-1, 4)
+            gt_labels = target["labels"].to(scores.device).reshape(-1)
+            result = align_ota_assign(scores[b], centres, strides, pred_boxes[b].detach(),
+                                      boxes, gt_labels, **self.assigner)
+            pos = result.positive
+            labels[b, pos] = gt_labels[result.gt[pos]].long()
+            quality[b, pos] = result.iou[pos]
+            matched[b, pos] = boxes[result.gt[pos]]
+        return labels, quality, matched, pred_boxes
+
+    def loss(self, output: DetectorOutput, targets: list[dict], across_ranks: bool = False
+             ) -> dict[str, torch.Tensor]:
+        """QFL + GIoU + DFL (see the module docstring); ``across_ranks``: the normalisers are
+        averaged over the DDP processes (a collective call every rank must make)."""
+        priors = self.priors(self.output_shape(output), output.cls_logits.device)
+        labels, quality, matched, pred_boxes = self._targets(output, targets, priors)
+        pos = labels >= 0
+        num_pos = _mean_over_ranks(pos.sum().float(), across_ranks).clamp(min=1.0)
+        logits = output.cls_logits.float()
+        qfl = quality_focal_loss(logits.flatten(0, 1), labels.flatten(), quality.flatten())
+        cls_loss = qfl.sum() / num_pos
+        weight = logits.detach()[pos].sigmoid().amax(-1)  # [P]
+        norm = _mean_over_ranks(weight.sum(), across_ranks).clamp(min=1.0)
+        stride = (priors[:, 2] - priors[:, 0]).expand(pos.shape)[pos][:, None]  # [P, 1]
+        centre = ((priors[:, :2] + priors[:, 2:]) / 2).expand(*pos.shape, 2)[pos]
+        giou = (giou_loss(pred_boxes[pos], matched[pos]) * weight).sum() / norm
+        dist_target = box_to_distance(centre / stride, matched[pos] / stride, self.reg_max)
+        dist_logits = output.box_deltas[pos].float().reshape(-1, self.reg_max + 1)
+        dfl = distribution_focal_loss(dist_logits, dist_target.reshape(-1))
+        dfl = (dfl * weight.repeat_interleave(4)).sum() / (4.0 * norm)
+        w = self.loss_weights
+        box_loss = w["giou"] * giou + w["dfl"] * dfl
+        cls_loss = w["qfl"] * cls_loss
+        return {"loss": cls_loss + box_loss, "cls_loss": cls_loss, "box_loss": box_loss,
+                "giou_loss": giou.detach(), "dfl_loss": dfl.detach()}

@@ -1,0 +1,140 @@
+"""``damo_yolo``: DAMO-YOLO (Xu et al. 2022) as a family: backbone, GiraffeNeckV2, ZeroHead.
+
+- ``backbone``: one of DAMO's TinyNAS residual structures (``tinynas_l20_k1kx`` for T,
+  ``tinynas_l25_k1kx`` for S; ``students.damo_tinynas``), a searched ``maenas_*`` structure
+  or ``structure.json`` (``students.nas``), or a timm model (``features_only``);
+- neck: DAMO's Efficient RepGFPN (``distill.models.giraffe.GiraffeNeck``): ``neck_widths``
+  (the three output widths), ``neck_depth`` (``round(3 * depth)`` blocks per fusion stage),
+  ``hidden_ratio``, ``neck_act``;
+- head: ``ZeroHead`` with ``reg_max``, in ``PointDetector`` (GFL losses, AlignOTA, NMS at
+  ``nms_iou``, DAMO's 0.7).
+
+Published sizes reproduced: ``damo_yolo_t`` and ``damo_yolo_s`` (params and FLOPs within 5% of
+DAMO's table; tests/test_damo_yolo.py). Left out: Ns / Nm / Nl (TinyNAS mobile backbones,
+depthwise neck) and M / L (TinyNAS CSP backbones), whose backbones are not written here yet.
+Small presets for CPU runs: ``damo_yolo_pico`` (maenas_dm3, 128 px) and ``damo_yolo_tinynet``
+(timm tinynet_e, 256 px).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from torch import nn
+
+from distill.models.backbone import TimmBackbone
+from distill.models.detector import Detector
+from distill.models.giraffe import ACTIVATIONS, GiraffeNeck
+from distill.models.options import DetectorOptions, option_error
+from distill.models.point_detector import PointDetector
+from distill.models.registry import register_preset, replace_config
+from distill.models.zero_head import ZeroHead
+
+from .damo_tinynas import TINYNAS_STRUCTURES, TinyNasRes
+from .nas.backbone import NasBackbone
+from .nas.detector import resolve_structure, structure_presets
+from .nas.space import load_structure
+
+
+@dataclass
+class DamoYoloConfig(DetectorOptions):
+    """A DAMO-YOLO model (see the module docstring)."""
+
+    name: str
+    image_size: int = 640
+    backbone: str = "tinynas_l20_k1kx"
+    backbone_act: str = "relu"  # TinyNAS backbones only
+    backbone_weights: Optional[str] = None  # timm backbones only: a local state dict
+    neck_widths: tuple[int, ...] = (64, 128, 256)
+    neck_depth: float = 1.0
+    hidden_ratio: float = 1.0
+    neck_act: str = "relu"
+    reg_max: int = 16
+    nms_iou: float = 0.7
+    bn_momentum: Optional[float] = None
+
+    def replace(self, **overrides: Any) -> DamoYoloConfig:
+        """Copy with ``overrides`` applied; unknown keys raise ``ValueError``."""
+        return replace_config(self, **overrides)
+
+    @property
+    def strides(self) -> list[int]:
+        """The three point levels: strides 8, 16, 32."""
+        return [8, 16, 32]
+
+
+def check_config(cfg: DamoYoloConfig) -> None:
+    """A ``RecipeError`` naming the option for a setting the builder cannot honour."""
+    if cfg.light_levels:
+        raise option_error("light_levels", "ZeroHead has no tower convs to lighten; leave it "
+                                           "empty for damo_yolo")
+    if len(cfg.neck_widths) != 3 or min(cfg.neck_widths) < 1:
+        raise option_error("neck_widths", f"{list(cfg.neck_widths)}: three positive widths "
+                                          "(strides 8, 16, 32)")
+    for key in ("backbone_act", "neck_act"):
+        if getattr(cfg, key) not in ACTIVATIONS:
+            raise option_error(key, f"{getattr(cfg, key)!r}; valid: {', '.join(ACTIVATIONS)}")
+    if cfg.reg_max < 1:
+        raise option_error("reg_max", f"{cfg.reg_max}, expected >= 1")
+    if not 0.0 < cfg.nms_iou <= 1.0:
+        raise option_error("nms_iou", f"{cfg.nms_iou}, expected in (0, 1]")
+
+
+def is_searched(backbone: str) -> bool:
+    """Whether ``backbone`` names a searched structure (a preset or a JSON file)."""
+    return backbone.endswith(".json") or backbone in structure_presets()
+
+
+def build_backbone(cfg: DamoYoloConfig, pretrained: bool) -> nn.Module:
+    """The TinyNAS, searched or timm backbone of ``cfg`` (maps at strides 8, 16, 32)."""
+    own = cfg.backbone in TINYNAS_STRUCTURES or is_searched(cfg.backbone)
+    if own and (pretrained or cfg.backbone_weights):
+        raise option_error("backbone", f"{cfg.backbone!r} has no pretrained weights here; "
+                                       "train it from scratch or name a timm backbone")
+    if cfg.backbone in TINYNAS_STRUCTURES:
+        return TinyNasRes(cfg.backbone, act=cfg.backbone_act)
+    if is_searched(cfg.backbone):
+        structure = load_structure(resolve_structure(cfg.backbone))
+        return NasBackbone(structure, strides=(8, 16, 32), num_extra=0)
+    weights = Path(cfg.backbone_weights) if cfg.backbone_weights else None
+    return TimmBackbone(cfg.backbone, pretrained=pretrained, weights_file=weights,
+                        strides=(8, 16, 32), num_extra=0)
+
+
+def build_damo_yolo(cfg: DamoYoloConfig, num_classes: int, pretrained: bool = False
+                    ) -> Detector:
+    """The ``PointDetector`` of ``cfg``."""
+    check_config(cfg)
+    backbone = build_backbone(cfg, pretrained)
+    neck = GiraffeNeck(list(backbone.channels), list(cfg.neck_widths), cfg.neck_depth,
+                       cfg.hidden_ratio, cfg.neck_act)
+    head = ZeroHead(neck.out_channels, num_classes, cfg.reg_max)
+    return PointDetector(backbone, neck, head, num_classes, cfg.image_size, cfg.strides,
+                         neck.out_channels, nms_iou=cfg.nms_iou)
+
+
+def describe(cfg: DamoYoloConfig) -> str:
+    """One line for ``distill info``."""
+    widths = "/".join(str(w) for w in cfg.neck_widths)
+    return (f"DAMO-YOLO: {cfg.backbone}, GiraffeNeckV2 {widths} depth {cfg.neck_depth:g} "
+            f"hidden {cfg.hidden_ratio:g}, ZeroHead reg_max {cfg.reg_max}, {cfg.image_size}px")
+
+
+DAMO_PRESETS: dict[str, DamoYoloConfig] = {
+    # DAMO-YOLO-T / -S as published (configs/damoyolo_tinynasL20_T.py, ..._L25_S.py)
+    "damo_yolo_t": DamoYoloConfig("damo_yolo_t"),
+    "damo_yolo_s": DamoYoloConfig("damo_yolo_s", backbone="tinynas_l25_k1kx",
+                                  neck_widths=(128, 256, 512), hidden_ratio=0.75),
+    # CPU / embedded-data sizes: searched maenas_dm3 backbone at 128 px, tinynet_e at 256 px
+    "damo_yolo_pico": DamoYoloConfig("damo_yolo_pico", image_size=128, backbone="maenas_dm3",
+                                     neck_widths=(24, 48, 96), neck_depth=1 / 3, reg_max=7,
+                                     neck_act="silu"),
+    "damo_yolo_tinynet": DamoYoloConfig("damo_yolo_tinynet", image_size=256,
+                                        backbone="tinynet_e", neck_widths=(32, 64, 128),
+                                        neck_depth=1 / 3, reg_max=7, neck_act="silu"),
+}
+
+for _cfg in DAMO_PRESETS.values():
+    register_preset(_cfg.name, build_damo_yolo, _cfg, describe(_cfg))

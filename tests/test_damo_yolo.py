@@ -1,0 +1,186 @@
+"""The damo_yolo family: ZeroHead, PointDetector (decode, loss, predict, export), the
+published sizes, re-parameterisation and a feature term with an anchor teacher."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torchvision.ops import box_iou
+
+from distill.config import DistillConfig
+from distill.distillation import TERMS
+from distill.distillation.terms import BuildContext, TermInputs, resolve_terms
+from distill.errors import RecipeError
+from distill.export import ExportGraph
+from distill.info import count_macs
+from distill.models import build_model, list_models
+from distill.models.giraffe import reparameterize
+from distill.models.zero_head import ZeroHead
+
+
+def _pico(num_classes: int = 3, **overrides):
+    torch.manual_seed(0)
+    return build_model("damo_yolo_pico", num_classes=num_classes, **overrides)
+
+
+def _batch():
+    images = torch.rand(2, 3, 128, 128)
+    targets = [{"boxes": torch.tensor([[10.0, 12.0, 70.0, 90.0], [80.0, 20.0, 120.0, 60.0]]),
+                "labels": torch.tensor([0, 2])},
+               {"boxes": torch.tensor([[30.0, 30.0, 100.0, 110.0]]), "labels": torch.tensor([1])}]
+    return images, targets
+
+
+def test_presets_are_registered():
+    assert {"damo_yolo_t", "damo_yolo_s", "damo_yolo_pico", "damo_yolo_tinynet"} <= set(
+        list_models())
+
+
+def test_zero_head_shapes_and_init():
+    head = ZeroHead([8, 16, 32], num_classes=3, reg_max=7)
+    feats = [torch.rand(2, c, s, s) for c, s in [(8, 16), (16, 8), (32, 4)]]
+    cls, box = head(feats)
+    assert cls.shape == (2, 16 * 16 + 8 * 8 + 4 * 4, 3) and box.shape == (2, 336, 4 * 8)
+    assert all(conv.kernel_size == (3, 3) for conv in [*head.cls, *head.reg])
+    torch.testing.assert_close(head.cls[0].bias, torch.full((3,), -math.log(99.0)))
+    # row order: level, then row-major locations; the second level starts at row 256
+    level1 = head.cls[1](feats[1]).permute(0, 2, 3, 1).reshape(2, -1, 3)
+    torch.testing.assert_close(cls[:, 256:320], level1)
+
+
+def test_priors_and_decode_by_hand():
+    model = _pico()
+    priors = model.priors((128, 128), torch.device("cpu"))
+    assert priors.shape == (16 * 16 + 8 * 8 + 4 * 4, 4)
+    torch.testing.assert_close(priors[:2], torch.tensor([[0.0, 0, 8, 8], [8.0, 0, 16, 8]]))
+    torch.testing.assert_close(priors[256], torch.tensor([0.0, 0, 16, 16]))
+    # a cell at stride 16 centred (24, 40); sides 2, 0, 1, 3 bins -> 32, 0, 16, 48 px
+    cell = torch.tensor([16.0, 32.0, 32.0, 48.0])
+    logits = torch.full((4, model.reg_max + 1), -50.0)
+    for side, bin_ in enumerate([2, 0, 1, 3]):
+        logits[side, bin_] = 50.0
+    box = model.decode_boxes(logits.flatten()[None], cell[None])
+    torch.testing.assert_close(box, torch.tensor([[24.0 - 32, 40.0, 24.0 + 16, 40.0 + 48]]))
+    assert model.prediction_signature() == ("points", 1) and model.TAPS == frozenset()
+
+
+def test_options_the_head_cannot_honour_are_refused():
+    with pytest.raises(RecipeError, match="light_levels: ZeroHead has no tower"):
+        _pico(light_levels=[3])
+    with pytest.raises(RecipeError, match="neck_widths"):
+        _pico(neck_widths=(8, 16))
+    with pytest.raises(RecipeError, match="no pretrained weights"):
+        build_model("damo_yolo_t", num_classes=3, pretrained=True)
+
+
+def test_loss_keys_and_no_positive_image():
+    model, (images, targets) = _pico(), _batch()
+    out = model(images)
+    empty = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}] * 2
+    losses = model.loss(out, empty)
+    assert losses["box_loss"] == 0 and losses["cls_loss"] > 0
+    losses = model.loss(out, targets)
+    assert {"loss", "cls_loss", "box_loss", "giou_loss", "dfl_loss"} <= set(losses)
+    torch.testing.assert_close(losses["loss"], losses["cls_loss"] + losses["box_loss"])
+    torch.testing.assert_close(losses["box_loss"],
+                               2.0 * losses["giou_loss"] + 0.25 * losses["dfl_loss"])
+    losses["loss"].backward()
+    assert model.head.reg[0].weight.grad.abs().sum() > 0
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """damo_yolo_pico fitted to one fixed batch (30 Adam steps; BatchNorm momentum 0.5, so
+    that the running statistics the eval-mode predictions use follow the short fit)."""
+    model, (images, targets) = _pico(bn_momentum=0.5), _batch()
+    optim = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = model.loss(model(images), targets)["loss"]
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        losses.append(loss.item())
+    return model.eval(), images, targets, losses
+
+
+def test_loss_falls_and_predictions_find_the_boxes(trained):
+    model, images, targets, losses = trained
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < 0.5 * losses[0]
+    with torch.no_grad():
+        detections = model.predict(model(images), score_threshold=0.05)
+    for det, target in zip(detections, targets):
+        for box, label in zip(target["boxes"], target["labels"]):
+            hits = det["labels"] == label
+            assert hits.any(), f"no detection of class {label}"
+            assert box_iou(det["boxes"][hits], box[None]).max() > 0.5
+
+
+def test_export_with_nms_equals_predict(trained):
+    model, images, _, _ = trained
+    with torch.no_grad():
+        expected = model.predict(model(images), score_threshold=0.05)
+        graph = ExportGraph(model, 128, nms=True, iou_threshold=model.nms_iou).eval()
+        boxes, scores, labels, image = graph(images)
+    for i, det in enumerate(expected):
+        mine = image == i
+        n = len(det["boxes"])
+        assert n > 0 and int(mine.sum()) == n
+        torch.testing.assert_close(boxes[mine], det["boxes"], rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(scores[mine], det["scores"], rtol=1e-4, atol=1e-5)
+        assert torch.equal(labels[mine], det["labels"])
+
+
+def test_feature_term_pairs_with_an_efficientdet_teacher():
+    student, (images, targets) = _pico(), _batch()
+    teacher = build_model("efficientdet_dm3", num_classes=3).eval()
+    ctx = BuildContext(student, teacher, 128, 128)
+    (cfg,) = resolve_terms(DistillConfig(terms=[{"kind": "feature", "loss": "cwd"}]))
+    term = TERMS.get("feature")(cfg, ctx)
+    assert term.strides == [8, 16, 32]
+    with torch.no_grad():
+        t_out = teacher(images)
+    value = term(TermInputs(student(images), t_out, targets, (128, 128)))["total"]
+    assert torch.isfinite(value) and value > 0
+    value.backward()
+    assert student.neck.out3.fuse[0].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_crosskd_is_refused_for_lack_of_a_tower():
+    teacher = build_model("efficientdet_dm3", num_classes=3).eval()
+    (cfg,) = resolve_terms(DistillConfig(terms=[{"kind": "crosskd"}]))
+    with pytest.raises(RecipeError, match="which a PointDetector does not offer"):
+        TERMS.get("crosskd")(cfg, BuildContext(_pico(), teacher, 128, 128))
+
+
+def test_reparameterised_model_gives_the_same_outputs():
+    model = _pico().eval()
+    for module in model.modules():  # non-trivial BN statistics to fold in
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    images = torch.rand(1, 3, 128, 128)
+    with torch.no_grad():
+        before = model(images)
+        after = reparameterize(model)(images)
+    torch.testing.assert_close(after.cls_logits, before.cls_logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(after.box_deltas, before.box_deltas, rtol=1e-4, atol=1e-4)
+
+
+# DAMO-YOLO's published sizes (REFERENCE.md section 6; 80 classes, 640 px, deployed form)
+PUBLISHED = {"damo_yolo_t": (8.5e6, 18.1e9), "damo_yolo_s": (16.3e6, 37.8e9)}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_published_params_and_flops_within_five_percent(name):
+    params, flops = PUBLISHED[name]
+    model = reparameterize(build_model(name, num_classes=80).eval())
+    assert model.image_size == 640
+    mine = sum(p.numel() for p in model.parameters())
+    mine_flops = 2 * count_macs(model, (640, 640), device="cpu")
+    assert abs(mine / params - 1) < 0.05, f"{name}: {mine / 1e6:.2f}M params"
+    assert abs(mine_flops / flops - 1) < 0.05, f"{name}: {mine_flops / 1e9:.2f} GFLOPs"

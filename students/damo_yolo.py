@@ -24,6 +24,7 @@ from typing import Any, Optional
 
 from torch import nn
 
+from distill.errors import RecipeError
 from distill.models.backbone import TimmBackbone
 from distill.models.detector import Detector
 from distill.models.giraffe import ACTIVATIONS, GiraffeNeck
@@ -47,6 +48,7 @@ class DamoYoloConfig(DetectorOptions):
     backbone: str = "tinynas_l20_k1kx"
     backbone_act: str = "relu"  # TinyNAS backbones only
     backbone_weights: Optional[str] = None  # timm backbones only: a local state dict
+    drop_path_rate: float = 0.0  # timm backbones only: stochastic depth
     neck_widths: tuple[int, ...] = (64, 128, 256)
     neck_depth: float = 1.0
     hidden_ratio: float = 1.0
@@ -91,16 +93,20 @@ def build_backbone(cfg: DamoYoloConfig, pretrained: bool) -> nn.Module:
     """The TinyNAS, searched or timm backbone of ``cfg`` (maps at strides 8, 16, 32)."""
     own = cfg.backbone in TINYNAS_STRUCTURES or is_searched(cfg.backbone)
     if own and (pretrained or cfg.backbone_weights):
-        raise option_error("backbone", f"{cfg.backbone!r} has no pretrained weights here; "
-                                       "train it from scratch or name a timm backbone")
+        raise RecipeError(f"model.pretrained: {cfg.backbone!r} has no pretrained weights here; "
+                          "train it from scratch or name a timm backbone")
+    if own and cfg.drop_path_rate:
+        raise RecipeError(f"model.drop_path_rate: {cfg.drop_path_rate}: {cfg.backbone!r} has no "
+                          "stochastic depth; set it to 0")
     if cfg.backbone in TINYNAS_STRUCTURES:
         return TinyNasRes(cfg.backbone, act=cfg.backbone_act)
     if is_searched(cfg.backbone):
         structure = load_structure(resolve_structure(cfg.backbone))
         return NasBackbone(structure, strides=(8, 16, 32), num_extra=0)
     weights = Path(cfg.backbone_weights) if cfg.backbone_weights else None
+    extra = {"drop_path_rate": cfg.drop_path_rate} if cfg.drop_path_rate else {}
     return TimmBackbone(cfg.backbone, pretrained=pretrained, weights_file=weights,
-                        strides=(8, 16, 32), num_extra=0)
+                        strides=(8, 16, 32), num_extra=0, **extra)
 
 
 def build_damo_yolo(cfg: DamoYoloConfig, num_classes: int, pretrained: bool = False

@@ -57,9 +57,9 @@ def test_train_a_few_steps_gives_a_finite_loss_and_a_map(tmp_path):
 
 @pytest.mark.slow
 def test_training_fits_the_small_slice(tmp_path):
-    """40 steps take the untrained model (mAP 0 on these images, as the 2-epoch run shows)
-    past 0.25 mAP: the GFL losses and AlignOTA learn through the whole loop (EMA, frozen-BN
-    phase, evaluation); about 0.4 at 20 epochs and 0.8 at 40 when first measured."""
-    assert main(["train", RECIPE, *overrides(tmp_path, 20)]) == 0
+    """40 epochs (80 steps) take the untrained model (mAP 0 on these images, as the 2-epoch
+    run shows) past 0.5 mAP: the GFL losses and AlignOTA learn through the whole loop (EMA,
+    frozen-BN phase, evaluation); 0.75 when first measured (about 5 CPU minutes)."""
+    assert main(["train", RECIPE, *overrides(tmp_path, 40)]) == 0
     metrics = json.loads((tmp_path / "runs" / "damo" / "metrics.json").read_text())
-    assert metrics["map"] > 0.25, metrics["map"]
+    assert metrics["map"] > 0.5, metrics["map"]

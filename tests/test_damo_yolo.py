@@ -86,6 +86,9 @@ def test_loss_keys_and_no_positive_image():
     torch.testing.assert_close(losses["loss"], losses["cls_loss"] + losses["box_loss"])
     torch.testing.assert_close(losses["box_loss"],
                                2.0 * losses["giou_loss"] + 0.25 * losses["dfl_loss"])
+    # outside DDP, normalising across ranks changes nothing
+    torch.testing.assert_close(model.loss(out, targets, across_ranks=True)["loss"],
+                               losses["loss"])
     losses["loss"].backward()
     assert model.head.reg[0].weight.grad.abs().sum() > 0
 

@@ -2,7 +2,7 @@
 (``distill`` finds it through the ``distill.models`` entry point in ``pyproject.toml``)."""
 
 from . import efficientdet_small  # noqa: F401  (registers efficientdet_dm1..dm3)
-from .damo_yolo import DAMO_PRESETS  # noqa: F401  (registers damo_yolo_t, _s, _pico, ...)
+from .damo_yolo import DAMO_PRESETS  # noqa: F401  (registers damo_yolo_t, _s, _m, _l, ...)
 from .efficientdet_small import SMALL_PRESETS
 from .nas import detector, smnas  # noqa: F401  (register maenas_dm1..dm3 and smnas)
 from .nas.detector import PRESET_PHI

@@ -1,4 +1,5 @@
-"""DAMO-YOLO's TinyNAS residual backbones (``TinyNAS_res``: the T and S models).
+"""DAMO-YOLO's TinyNAS backbones: residual (``TinyNAS_res``, T and S) and CSP (``TinyNAS_csp``,
+M and L).
 
 A Focus stem (space-to-depth, then a 3x3 conv-BN-act) and stages of residual ``k1kx`` blocks:
 1x1 conv-BN to the bottleneck width, act, a RepConv 3x3 (stride 2 in the first block of a
@@ -7,6 +8,13 @@ none at all in a stride-2 block), act. An SPP bottleneck (max-pools 5 / 9 / 13, 
 the first block of the last stage. The searched structures are DAMO-YOLO's published ones
 (``tinynas_L20_k1kx`` for T, ``tinynas_L25_k1kx`` for S), written as ``Stage`` rows; the maps
 of the stages at strides 8, 16 and 32 (the last stage of each) are returned.
+
+The CSP form (``tinynas_L35_kxkx`` for M, ``tinynas_L45_kxkx`` for L) wraps each stage (the
+fourth and fifth, stride 16 and 16, as one) in a CSP stage: a stride-2 3x3 conv-BN-ReLU to
+twice the hidden width (SPP after it in the last stage), a 1x1 branch kept, a 1x1 branch through
+the stage's ``kxkx`` blocks (3x3 conv-BN to the bottleneck, act, RepConv back, residual) at half
+the stage width, both concatenated and fused by a 1x1 conv (ReLU in the wrappers, as DAMO's
+code has it; ``act`` in the blocks). A stride-2 stage has one block fewer (its downsampler).
 """
 
 from __future__ import annotations
@@ -40,6 +48,14 @@ TINYNAS_STRUCTURES: dict[str, tuple[int, tuple[Stage, ...]]] = {
                               Stage(128, 256, 128, 2, 3), Stage(256, 256, 120, 1, 2),
                               Stage(256, 512, 144, 2, 1))),
 }
+TINYNAS_CSP_STRUCTURES: dict[str, tuple[int, tuple[Stage, ...]]] = {
+    "tinynas_l35_kxkx": (32, (Stage(32, 128, 64, 2, 2), Stage(128, 128, 64, 2, 4),
+                              Stage(128, 256, 256, 2, 4), Stage(256, 256, 256, 1, 4),
+                              Stage(256, 512, 256, 2, 3))),
+    "tinynas_l45_kxkx": (32, (Stage(32, 128, 96, 2, 3), Stage(128, 128, 96, 2, 5),
+                              Stage(128, 256, 384, 2, 5), Stage(256, 256, 384, 1, 5),
+                              Stage(256, 512, 384, 2, 4))),
+}
 
 
 class Focus(nn.Module):
@@ -56,12 +72,14 @@ class Focus(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """TinyNAS ``k1kx`` residual block (see the module docstring)."""
+    """TinyNAS residual block (see the module docstring): ``k1kx`` reduces with a 1x1 conv,
+    ``kxkx`` with a ``kernel`` one."""
 
     def __init__(self, in_ch: int, out_ch: int, bottleneck: int, kernel: int, stride: int,
-                 act: str) -> None:
+                 act: str, kind: str = "k1kx") -> None:
         super().__init__()
-        self.reduce = nn.Sequential(nn.Conv2d(in_ch, bottleneck, 1, bias=False),
+        k = 1 if kind == "k1kx" else kernel
+        self.reduce = nn.Sequential(nn.Conv2d(in_ch, bottleneck, k, padding=k // 2, bias=False),
                                     nn.BatchNorm2d(bottleneck))
         self.rep = RepConv(bottleneck, out_ch, stride, act="identity")
         self.stride = stride
@@ -130,3 +148,68 @@ class TinyNasRes(nn.Module):
             if i in self.indices:
                 outs.append(x)
         return outs
+
+
+class CspStage(nn.Module):
+    """A TinyNAS CSP stage (see the module docstring): ``in_ch`` -> ``out_ch``, stride 2."""
+
+    def __init__(self, in_ch: int, hidden: int, out_ch: int, blocks: list[nn.Module],
+                 spp: bool = False) -> None:
+        super().__init__()
+        self.down = ConvBNAct(in_ch, 2 * hidden, 3, 2, act="relu")
+        self.spp = SPPBottleneck(2 * hidden) if spp else nn.Identity()
+        self.start = ConvBNAct(2 * hidden, hidden, 1, act="relu")
+        self.shortcut = ConvBNAct(2 * hidden, out_ch // 2, 1, act="relu")
+        self.blocks = nn.Sequential(*blocks)
+        self.fuse = ConvBNAct(out_ch, out_ch, 1, act="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.spp(self.down(x))
+        return self.fuse(torch.cat([self.blocks(self.start(x)), self.shortcut(x)], 1))
+
+
+def _csp_blocks(stage: Stage, act: str) -> list[nn.Module]:
+    """A stage's ``kxkx`` blocks at half its width (one fewer when it downsamples)."""
+    half = stage.out_ch // 2
+    count = stage.depth - 1 if stage.stride == 2 else stage.depth
+    ins = [stage.in_ch // 2 if stage.stride == 1 and i == 0 else half for i in range(count)]
+    return [ResBlock(c, half, stage.bottleneck, stage.kernel, 1, act, "kxkx") for c in ins]
+
+
+class TinyNasCsp(nn.Module):
+    """A ``TINYNAS_CSP_STRUCTURES`` backbone (five stages; the fourth joins the third)."""
+
+    def __init__(self, structure: str, act: str = "silu", spp: bool = True) -> None:
+        super().__init__()
+        if structure not in TINYNAS_CSP_STRUCTURES:
+            raise ValueError(f"unknown TinyNAS CSP structure {structure!r}; valid: "
+                             f"{', '.join(TINYNAS_CSP_STRUCTURES)}")
+        stem, (s1, s2, s3, s4, s5) = TINYNAS_CSP_STRUCTURES[structure]
+        self.stem = Focus(3, stem, 3, act)
+        self.stages = nn.ModuleList([
+            CspStage(s1.in_ch, s1.out_ch // 2, s1.out_ch, _csp_blocks(s1, act)),
+            CspStage(s2.in_ch, s2.out_ch // 2, s2.out_ch, _csp_blocks(s2, act)),
+            CspStage(s3.in_ch, s3.out_ch // 2, s4.out_ch,
+                     _csp_blocks(s3, act) + _csp_blocks(s4, act)),
+            CspStage(s5.in_ch, s5.out_ch // 2, s5.out_ch, _csp_blocks(s5, act), spp=spp),
+        ])
+        self.channels = [s2.out_ch, s4.out_ch, s5.out_ch]
+        self.strides = [8, 16, 32]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stages[0](self.stem(x))
+        outs = []
+        for stage in self.stages[1:]:
+            x = stage(x)
+            outs.append(x)
+        return outs
+
+
+def tinynas_backbone(structure: str, act: str) -> nn.Module:
+    """The residual or CSP TinyNAS backbone of ``structure`` with activation ``act``."""
+    if structure in TINYNAS_CSP_STRUCTURES:
+        return TinyNasCsp(structure, act)
+    return TinyNasRes(structure, act)
+
+
+TINYNAS_NAMES = (*TINYNAS_STRUCTURES, *TINYNAS_CSP_STRUCTURES)

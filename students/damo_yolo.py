@@ -1,7 +1,8 @@
 """``damo_yolo``: DAMO-YOLO (Xu et al. 2022) as a family: backbone, GiraffeNeckV2, ZeroHead.
 
-- ``backbone``: one of DAMO's TinyNAS residual structures (``tinynas_l20_k1kx`` for T,
-  ``tinynas_l25_k1kx`` for S; ``students.damo_tinynas``), a searched ``maenas_*`` structure
+- ``backbone``: one of DAMO's TinyNAS structures (residual ``tinynas_l20_k1kx`` for T,
+  ``tinynas_l25_k1kx`` for S, CSP ``tinynas_l35_kxkx`` for M, ``tinynas_l45_kxkx`` for L;
+  ``students.damo_tinynas``), a searched ``maenas_*`` structure
   or ``structure.json`` (``students.nas``), or a timm model (``features_only``);
 - neck: DAMO's Efficient RepGFPN (``distill.models.giraffe.GiraffeNeck``): ``neck_widths``
   (the three output widths), ``neck_depth`` (``round(3 * depth)`` blocks per fusion stage),
@@ -9,9 +10,9 @@
 - head: ``ZeroHead`` with ``reg_max``, in ``PointDetector`` (GFL losses, AlignOTA, NMS at
   ``nms_iou``, DAMO's 0.7).
 
-Published sizes reproduced: ``damo_yolo_t`` and ``damo_yolo_s`` (params and FLOPs within 5% of
-DAMO's table; tests/test_damo_yolo.py). Left out: Ns / Nm / Nl (TinyNAS mobile backbones,
-depthwise neck) and M / L (TinyNAS CSP backbones), whose backbones are not written here yet.
+Published sizes reproduced: ``damo_yolo_t``, ``_s``, ``_m``, ``_l`` (re-parameterised, params
+and FLOPs within 1% of DAMO's table; tests/test_damo_yolo.py). Left out: Ns / Nm / Nl (TinyNAS
+mobile backbones with depthwise blocks and a depthwise neck), not written here yet.
 Small presets for CPU runs: ``damo_yolo_pico`` (maenas_dm3, 128 px) and ``damo_yolo_tinynet``
 (timm tinynet_e, 256 px).
 """
@@ -33,7 +34,7 @@ from distill.models.point_detector import PointDetector
 from distill.models.registry import register_preset, replace_config
 from distill.models.zero_head import ZeroHead
 
-from .damo_tinynas import TINYNAS_STRUCTURES, TinyNasRes
+from .damo_tinynas import TINYNAS_NAMES, tinynas_backbone
 from .nas.backbone import NasBackbone
 from .nas.detector import resolve_structure, structure_presets
 from .nas.space import load_structure
@@ -91,15 +92,15 @@ def is_searched(backbone: str) -> bool:
 
 def build_backbone(cfg: DamoYoloConfig, pretrained: bool) -> nn.Module:
     """The TinyNAS, searched or timm backbone of ``cfg`` (maps at strides 8, 16, 32)."""
-    own = cfg.backbone in TINYNAS_STRUCTURES or is_searched(cfg.backbone)
+    own = cfg.backbone in TINYNAS_NAMES or is_searched(cfg.backbone)
     if own and (pretrained or cfg.backbone_weights):
         raise RecipeError(f"model.pretrained: {cfg.backbone!r} has no pretrained weights here; "
                           "train it from scratch or name a timm backbone")
     if own and cfg.drop_path_rate:
         raise RecipeError(f"model.drop_path_rate: {cfg.drop_path_rate}: {cfg.backbone!r} has no "
                           "stochastic depth; set it to 0")
-    if cfg.backbone in TINYNAS_STRUCTURES:
-        return TinyNasRes(cfg.backbone, act=cfg.backbone_act)
+    if cfg.backbone in TINYNAS_NAMES:
+        return tinynas_backbone(cfg.backbone, cfg.backbone_act)
     if is_searched(cfg.backbone):
         structure = load_structure(resolve_structure(cfg.backbone))
         return NasBackbone(structure, strides=(8, 16, 32), num_extra=0)
@@ -133,6 +134,13 @@ DAMO_PRESETS: dict[str, DamoYoloConfig] = {
     "damo_yolo_t": DamoYoloConfig("damo_yolo_t"),
     "damo_yolo_s": DamoYoloConfig("damo_yolo_s", backbone="tinynas_l25_k1kx",
                                   neck_widths=(128, 256, 512), hidden_ratio=0.75),
+    # DAMO-YOLO-M / -L (damoyolo_tinynasL35_M.py, damoyolo_tinynasL45_L.py): CSP backbones, SiLU
+    "damo_yolo_m": DamoYoloConfig("damo_yolo_m", backbone="tinynas_l35_kxkx",
+                                  backbone_act="silu", neck_widths=(128, 256, 512),
+                                  neck_depth=1.5, neck_act="silu"),
+    "damo_yolo_l": DamoYoloConfig("damo_yolo_l", backbone="tinynas_l45_kxkx",
+                                  backbone_act="silu", neck_widths=(128, 256, 512),
+                                  neck_depth=2.0, neck_act="silu"),
     # CPU / embedded-data sizes: searched maenas_dm3 backbone at 128 px, tinynet_e at 256 px
     "damo_yolo_pico": DamoYoloConfig("damo_yolo_pico", image_size=128, backbone="maenas_dm3",
                                      neck_widths=(24, 48, 96), neck_depth=1 / 3, reg_max=7,

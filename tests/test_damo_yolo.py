@@ -18,6 +18,7 @@ from distill.info import count_macs
 from distill.models import build_model, list_models
 from distill.models.giraffe import reparameterize
 from distill.models.zero_head import ZeroHead
+from students.damo_tinynas import tinynas_backbone
 
 
 def _pico(num_classes: int = 3, **overrides):
@@ -34,8 +35,8 @@ def _batch():
 
 
 def test_presets_are_registered():
-    assert {"damo_yolo_t", "damo_yolo_s", "damo_yolo_pico", "damo_yolo_tinynet"} <= set(
-        list_models())
+    assert {"damo_yolo_t", "damo_yolo_s", "damo_yolo_m", "damo_yolo_l", "damo_yolo_pico",
+            "damo_yolo_tinynet"} <= set(list_models())
 
 
 def test_zero_head_shapes_and_init():
@@ -175,15 +176,26 @@ def test_reparameterised_model_gives_the_same_outputs():
 
 
 # DAMO-YOLO's published sizes (REFERENCE.md section 6; 80 classes, 640 px, deployed form)
-PUBLISHED = {"damo_yolo_t": (8.5e6, 18.1e9), "damo_yolo_s": (16.3e6, 37.8e9)}
+PUBLISHED = {"damo_yolo_t": (8.5e6, 18.1e9), "damo_yolo_s": (16.3e6, 37.8e9),
+             "damo_yolo_m": (28.2e6, 61.8e9), "damo_yolo_l": (42.1e6, 97.3e9)}
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_published_params_and_flops_within_five_percent(name):
     params, flops = PUBLISHED[name]
-    model = reparameterize(build_model(name, num_classes=80).eval())
+    model = reparameterize(build_model(name, num_classes=80).eval()).to("meta")
     assert model.image_size == 640
     mine = sum(p.numel() for p in model.parameters())
-    mine_flops = 2 * count_macs(model, (640, 640), device="cpu")
+    mine_flops = 2 * count_macs(model, (640, 640))  # shapes only, on the meta device
     assert abs(mine / params - 1) < 0.05, f"{name}: {mine / 1e6:.2f}M params"
     assert abs(mine_flops / flops - 1) < 0.05, f"{name}: {mine_flops / 1e9:.2f} GFLOPs"
+
+
+@pytest.mark.parametrize("structure,channels", [("tinynas_l20_k1kx", [96, 192, 384]),
+                                                ("tinynas_l35_kxkx", [128, 256, 512])])
+def test_tinynas_backbones_return_strides_8_16_32(structure, channels):
+    backbone = tinynas_backbone(structure, "relu")
+    feats = backbone(torch.rand(1, 3, 64, 64))
+    assert [f.shape[1:] for f in feats] == [(c, 64 // s, 64 // s)
+                                            for c, s in zip(channels, (8, 16, 32))]
+    assert backbone.channels == channels

@@ -11,11 +11,16 @@ models' parameters and FLOPs can be reproduced: with backbone maps ``c3, c4, c5`
 
 ``down`` a stride-2 3x3 conv-BN-act, CSP stages of ``round(3 * depth)`` reversed basic
 blocks (RepConv 3x3 to ``hidden_ratio`` x the width, 3x3 conv-BN-act back, residual), the
-activation ``act``.
-RepConvs are in their training form (3x3 + 1x1 branches); ``reparameterize`` fuses them.
+activation ``act``. RepConvs are in their training form (3x3 + 1x1 branches);
+``reparameterize`` fuses them. With ``depthwise`` (DAMO's nano models) the stride-2 convs
+are depthwise 3x3 + pointwise 1x1 (each with BN and act) and the blocks mobile inverted
+residuals (``MobileBlock``, expansion 3, 5x5 depthwise; ``hidden_ratio`` unused), as DAMO's
+code builds them.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -40,9 +45,37 @@ class ConvBNAct(nn.Sequential):
                          nn.BatchNorm2d(out_ch), activation(act))
 
 
-def down_conv(channels: int, act: str) -> nn.Module:
-    """Stride-2 3x3 conv-BN-act."""
-    return ConvBNAct(channels, channels, 3, 2, act)
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """``value`` rounded to a multiple of ``divisor`` (at least ``divisor``, never 10% down)."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+class MobileBlock(nn.Module):
+    """Inverted residual: 1x1 expand (BN, act), 5x5 depthwise (BN, act), 1x1 project (BN);
+    the input added back when the shape is kept."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, expansion: float, act: str) -> None:
+        super().__init__()
+        hidden = make_divisible(math.ceil(out_ch * expansion))
+        self.conv = nn.Sequential(
+            ConvBNAct(in_ch, hidden, 1, act=act),
+            nn.Conv2d(hidden, hidden, 5, stride, 2, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden), activation(act),
+            nn.Conv2d(hidden, out_ch, 1, bias=False), nn.BatchNorm2d(out_ch))
+        self.residual = stride == 1 and in_ch == out_ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x) if self.residual else self.conv(x)
+
+
+def down_conv(channels: int, act: str, depthwise: bool = False) -> nn.Module:
+    """Stride-2 3x3 conv-BN-act (depthwise 3x3 + pointwise 1x1 with ``depthwise``)."""
+    if not depthwise:
+        return ConvBNAct(channels, channels, 3, 2, act)
+    return nn.Sequential(
+        nn.Conv2d(channels, channels, 3, 2, 1, groups=channels, bias=False),
+        nn.BatchNorm2d(channels), activation(act), ConvBNAct(channels, channels, 1, act=act))
 
 
 class RepConv(nn.Module):
@@ -105,13 +138,15 @@ class CSPStage(nn.Module):
     """Two 1x1 branches, ``depth`` blocks on the second, all outputs concatenated, 1x1 fuse."""
 
     def __init__(self, in_ch: int, out_ch: int, depth: int, hidden_ratio: float,
-                 act: str) -> None:
+                 act: str, depthwise: bool = False) -> None:
         super().__init__()
         first = out_ch // 2
         mid = out_ch - first
         self.short = ConvBNAct(in_ch, first, 1, act=act)
         self.main = ConvBNAct(in_ch, mid, 1, act=act)
-        self.blocks = nn.ModuleList(ReverseBlock(mid, hidden_ratio, act) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            MobileBlock(mid, mid, 1, 3.0, act) if depthwise
+            else ReverseBlock(mid, hidden_ratio, act) for _ in range(depth))
         self.fuse = ConvBNAct(first + mid * depth, out_ch, 1, act=act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -131,7 +166,7 @@ class GiraffeNeck(nn.Module):
     """``GiraffeNeckV2`` (see the module docstring): three maps in, three out."""
 
     def __init__(self, in_channels: list[int], out_channels: list[int], depth: float = 1.0,
-                 hidden_ratio: float = 1.0, act: str = "relu") -> None:
+                 hidden_ratio: float = 1.0, act: str = "relu", depthwise: bool = False) -> None:
         super().__init__()
         if len(in_channels) != 3 or len(out_channels) != 3:
             raise ValueError(f"GiraffeNeck joins three levels (strides 8, 16, 32); got "
@@ -141,17 +176,17 @@ class GiraffeNeck(nn.Module):
         n = max(1, round(3 * depth))
 
         def stage(cin: int, cout: int) -> CSPStage:
-            return CSPStage(cin, cout, n, hidden_ratio, act)
+            return CSPStage(cin, cout, n, hidden_ratio, act, depthwise)
 
-        self.down_c4 = down_conv(c4, act)
+        self.down_c4 = down_conv(c4, act, depthwise)
         self.node5 = stage(c5 + c4, c5)
-        self.down_c3 = down_conv(c3, act)
+        self.down_c3 = down_conv(c3, act, depthwise)
         self.node4 = stage(c3 + c4 + c5, c4)
         self.out3 = stage(c4 + c3, o3)
-        self.down_p3 = down_conv(o3, act)
+        self.down_p3 = down_conv(o3, act, depthwise)
         self.out4 = stage(o3 + c4, o4)
-        self.down_n4 = down_conv(c4, act)
-        self.down_p4 = down_conv(o4, act)
+        self.down_n4 = down_conv(c4, act, depthwise)
+        self.down_p4 = down_conv(o4, act, depthwise)
         self.out5 = stage(c4 + o4 + c5, o5)
         self.out_channels = list(out_channels)
 

@@ -1,5 +1,5 @@
 """`distill train` / `distill check` run recipes/damo_quickstart.yaml (damo_yolo_pico) on the
-embedded data."""
+embedded data; its checkpoint exports to ONNX."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from distill.cli import main
+from distill.export import ExportGraph, export_checkpoint
+from distill.inference import detector_from_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = str(REPO / "recipes" / "damo_quickstart.yaml")
@@ -53,6 +56,25 @@ def test_train_a_few_steps_gives_a_finite_loss_and_a_map(tmp_path):
     assert 0.0 <= metrics["map"] <= 1.0
     assert set(metrics["per_class"]) == {"circle", "square", "triangle", "cross", "ring", "star"}
     assert (run / "checkpoints" / "last.ckpt").is_file()
+    check_onnx_export(run / "checkpoints" / "last.ckpt", tmp_path)
+
+
+def check_onnx_export(checkpoint: Path, tmp_path: Path) -> None:
+    """The trained checkpoint exports to ONNX (raw outputs) and onnxruntime reproduces
+    PyTorch's class logits, box distributions and decoded boxes at another batch size."""
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    meta = export_checkpoint(checkpoint, "onnx", tmp_path / "damo.onnx", nms=False)
+    detector, _, size = detector_from_checkpoint(checkpoint)
+    detector.set_channels_last(False)
+    graph = ExportGraph(detector, size).eval()
+    images = torch.rand(3, 3, size, size)
+    with torch.no_grad():
+        expected = graph(images)
+    session = ort.InferenceSession(meta["file"], providers=["CPUExecutionProvider"])
+    outputs = session.run(None, {"images": images.numpy()})
+    for got, want in zip(outputs, expected):
+        torch.testing.assert_close(torch.from_numpy(got), want, atol=1e-3, rtol=1e-4)
 
 
 @pytest.mark.slow

@@ -36,12 +36,12 @@ from distill.models.options import DetectorOptions, option_error
 from distill.models.point_detector import PointDetector
 from distill.models.registry import register_preset, replace_config
 from distill.models.zero_head import ZeroHead
+from distill.search.presets import is_structure, resolve_structure
+from distill.search.space import load_structure
 
 from .damo_nano import TINYNAS_MOBILE_STRUCTURES, TinyNasMobile
 from .damo_tinynas import TINYNAS_NAMES, tinynas_backbone
 from .nas.backbone import NasBackbone
-from .nas.detector import resolve_structure, structure_presets
-from .nas.space import load_structure
 
 
 @dataclass
@@ -91,15 +91,10 @@ def check_config(cfg: DamoYoloConfig) -> None:
         raise option_error("nms_iou", f"{cfg.nms_iou}, expected in (0, 1]")
 
 
-def is_searched(backbone: str) -> bool:
-    """Whether ``backbone`` names a searched structure (a preset or a JSON file)."""
-    return backbone.endswith(".json") or backbone in structure_presets()
-
-
 def build_backbone(cfg: DamoYoloConfig, pretrained: bool) -> nn.Module:
     """The TinyNAS, searched or timm backbone of ``cfg`` (maps at strides 8, 16, 32)."""
     own = (cfg.backbone in TINYNAS_NAMES or cfg.backbone in TINYNAS_MOBILE_STRUCTURES
-           or is_searched(cfg.backbone))
+           or is_structure(cfg.backbone))
     if own and (pretrained or cfg.backbone_weights):
         raise RecipeError(f"model.pretrained: {cfg.backbone!r} has no pretrained weights here; "
                           "train it from scratch or name a timm backbone")
@@ -110,7 +105,7 @@ def build_backbone(cfg: DamoYoloConfig, pretrained: bool) -> nn.Module:
         return tinynas_backbone(cfg.backbone, cfg.backbone_act)
     if cfg.backbone in TINYNAS_MOBILE_STRUCTURES:
         return TinyNasMobile(cfg.backbone, cfg.backbone_act)
-    if is_searched(cfg.backbone):
+    if is_structure(cfg.backbone):
         structure = load_structure(resolve_structure(cfg.backbone))
         return NasBackbone(structure, strides=(8, 16, 32), num_extra=0)
     weights = Path(cfg.backbone_weights) if cfg.backbone_weights else None

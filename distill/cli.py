@@ -375,7 +375,8 @@ def _add_predict_export(sub: argparse._SubParsersAction) -> None:
                      help="file to write (default: beside the checkpoint, .onnx or "
                      ".torchscript.pt)")
     exp.add_argument("--score-threshold", type=float, default=0.05, help="with --nms")
-    exp.add_argument("--iou-threshold", type=float, default=0.5, help="with --nms")
+    exp.add_argument("--iou-threshold", type=float, default=None,
+                     help="with --nms (default: the model's own, as predict: 0.5, DAMO-YOLO 0.7)")
     exp.add_argument("--max-detections", type=int, default=100, help="per image, with --nms")
     exp.add_argument("--opset", type=int, default=17, help="ONNX opset")
     exp.set_defaults(func=_cmd_export)

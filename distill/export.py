@@ -47,12 +47,14 @@ class ExportGraph(nn.Module):
     """The detector with box decoding (and, with ``nms``, post-processing) for export."""
 
     def __init__(self, detector: nn.Module, image_size: int, nms: bool = False,
-                 score_threshold: float = 0.05, iou_threshold: float = 0.5,
+                 score_threshold: float = 0.05, iou_threshold: float | None = None,
                  max_detections: int = 100, pre_nms_topk: int = 5000) -> None:
         super().__init__()
         self.detector = detector
         self.image_size, self.nms = int(image_size), bool(nms)
-        self.score_threshold, self.iou_threshold = float(score_threshold), float(iou_threshold)
+        # the detector's own NMS IoU (its family's, as predict uses) unless one is given
+        iou = detector.nms_iou if iou_threshold is None else iou_threshold
+        self.score_threshold, self.iou_threshold = float(score_threshold), float(iou)
         self.max_detections, self.pre_nms_topk = int(max_detections), int(pre_nms_topk)
         priors = detector.priors((self.image_size, self.image_size), torch.device("cpu"))
         self.register_buffer("priors", priors.clone(), persistent=False)
@@ -142,7 +144,7 @@ def _export_torchscript(graph: ExportGraph, example: torch.Tensor, path: Path,
 
 def export_checkpoint(checkpoint: str | os.PathLike, fmt: str = "onnx",
                       output: str | os.PathLike | None = None, nms: bool = True,
-                      score_threshold: float = 0.05, iou_threshold: float = 0.5,
+                      score_threshold: float = 0.05, iou_threshold: float | None = None,
                       max_detections: int = 100, opset: int = 17) -> dict[str, Any]:
     """Export the detector of ``checkpoint`` to ``output`` (default: beside the checkpoint,
     ``.onnx`` / ``.torchscript.pt``); writes ``<output>.json`` and returns its content plus
@@ -151,7 +153,8 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str = "onnx",
 
     if fmt not in FORMATS:
         raise RecipeError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
-    if not 0.0 <= float(score_threshold) < 1.0 or not 0.0 < float(iou_threshold) <= 1.0:
+    iou_ok = iou_threshold is None or 0.0 < float(iou_threshold) <= 1.0
+    if not 0.0 <= float(score_threshold) < 1.0 or not iou_ok:
         raise RecipeError(f"--score-threshold {score_threshold} / --iou-threshold "
                           f"{iou_threshold}: expected values in [0, 1)")
     if int(max_detections) < 1:

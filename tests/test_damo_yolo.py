@@ -129,7 +129,7 @@ def test_export_with_nms_equals_predict(trained):
     model, images, _, _ = trained
     with torch.no_grad():
         expected = model.predict(model(images), score_threshold=0.05)
-        graph = ExportGraph(model, 128, nms=True, iou_threshold=model.nms_iou).eval()
+        graph = ExportGraph(model, 128, nms=True).eval()  # the model's own NMS IoU
         boxes, scores, labels, image = graph(images)
     for i, det in enumerate(expected):
         mine = image == i

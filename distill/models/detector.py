@@ -48,6 +48,7 @@ class Detector(nn.Module):
     """
 
     TAPS: ClassVar[frozenset[str]] = frozenset()  # intermediate outputs forward can return
+    nms_iou: float = 0.5  # class-wise NMS IoU of predict and the export graph (a family's own)
 
     def __init__(
         self,
@@ -136,11 +137,11 @@ class Detector(nn.Module):
     def predict(self, output: DetectorOutput, score_threshold: float = 0.05,
                 max_detections: int = 100) -> list[dict[str, torch.Tensor]]:
         """Detections per image: ``boxes`` (xyxy input pixels), ``scores``, ``labels``: the
-        best 5000 sigmoid scores above the threshold, class-wise NMS, the best
+        best 5000 sigmoid scores above the threshold, class-wise NMS at ``nms_iou``, the best
         ``max_detections``."""
         shape = self.output_shape(output)
         return postprocess(
             output.cls_logits, output.box_deltas, self.priors(shape, output.cls_logits.device),
             shape, score_threshold=score_threshold, max_detections=max_detections,
-            decode=self.decode_boxes,
+            nms_iou=self.nms_iou, decode=self.decode_boxes,
         )

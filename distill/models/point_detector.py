@@ -10,8 +10,7 @@
   the positives weighted by their best predicted score / the sum of those weights (DFL over 4
   sides); targets from AlignOTA on the detached predictions;
 - post-processing: the shared ``Detector.predict`` (sigmoid scores, class-wise NMS) at
-  ``nms_iou`` (DAMO: 0.7; the export graph takes its IoU separately, ``ExportGraph``'s
-  ``iou_threshold``).
+  ``nms_iou`` (DAMO: 0.7; the export graph uses the same unless given another).
 
 Taps: none. ZeroHead has no tower, so there are no hidden head features to tap: CrossKD (which
 runs the student's tower outputs through the teacher's predictors) needs a family with a head
@@ -37,7 +36,6 @@ from .gfl import (
     giou_loss,
     quality_focal_loss,
 )
-from .postprocess import postprocess
 from .zero_head import ZeroHead
 
 LOSS_WEIGHTS = {"qfl": 1.0, "giou": 2.0, "dfl": 0.25}  # DAMO-YOLO's ZeroHead
@@ -95,17 +93,6 @@ class PointDetector(Detector):
     def prediction_signature(self) -> tuple:
         """One point per location: point heads pair location by location."""
         return ("points", 1)
-
-    def predict(self, output: DetectorOutput, score_threshold: float = 0.05,
-                max_detections: int = 100) -> list[dict[str, torch.Tensor]]:
-        """``Detector.predict`` with NMS at ``nms_iou`` (DAMO-YOLO: 0.7)."""
-        shape = self.output_shape(output)
-        with torch.no_grad():
-            return postprocess(
-                output.cls_logits, output.box_deltas,
-                self.priors(shape, output.cls_logits.device), shape,
-                score_threshold=score_threshold, max_detections=max_detections,
-                nms_iou=self.nms_iou, decode=self.decode_boxes)
 
     def _targets(self, output: DetectorOutput, targets: list[dict], priors: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

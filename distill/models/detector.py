@@ -120,6 +120,11 @@ class Detector(nn.Module):
         (e.g. the anchor settings); compared by the prediction-level distillation terms."""
         raise NotImplementedError
 
+    def box_bins(self) -> int | None:
+        """Bins per box side when the box outputs are per-side distributions (DFL heads:
+        ``reg_max + 1``; localization distillation compares them); None otherwise."""
+        return None
+
     def output_shape(self, output: DetectorOutput) -> tuple[int, int]:
         """The input (h, w) an output came from (the default size when not recorded)."""
         return output.image_shape or (self.image_size, self.image_size)

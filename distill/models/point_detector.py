@@ -90,6 +90,10 @@ class PointDetector(Detector):
         stride = priors[..., 2:3] - priors[..., 0:1]
         return distance_to_box(centre, dfl_integral(box_out, self.reg_max) * stride)
 
+    def box_bins(self) -> int:
+        """``reg_max + 1`` bins per side: the box outputs are DFL distributions."""
+        return self.reg_max + 1
+
     def prediction_signature(self) -> tuple:
         """One point per location: point heads pair location by location."""
         return ("points", 1)

@@ -4,6 +4,7 @@ registers the built-in kinds)."""
 from distill.distillation.terms import (  # noqa: F401  (each registers its kind)
     crosskd,
     feature,
+    localization,
     prediction,
 )
 from distill.distillation.terms.base import (

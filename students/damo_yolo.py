@@ -23,7 +23,6 @@ Small presets for CPU runs: ``damo_yolo_pico`` (maenas_dm3, 128 px) and ``damo_y
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional
 
 from torch import nn
@@ -108,10 +107,7 @@ def build_backbone(cfg: DamoYoloConfig, pretrained: bool) -> nn.Module:
     if is_structure(cfg.backbone):
         structure = load_structure(resolve_structure(cfg.backbone))
         return NasBackbone(structure, strides=(8, 16, 32), num_extra=0)
-    weights = Path(cfg.backbone_weights) if cfg.backbone_weights else None
-    extra = {"drop_path_rate": cfg.drop_path_rate} if cfg.drop_path_rate else {}
-    return TimmBackbone(cfg.backbone, pretrained=pretrained, weights_file=weights,
-                        strides=(8, 16, 32), num_extra=0, **extra)
+    return TimmBackbone.from_config(cfg, pretrained, strides=(8, 16, 32), num_extra=0)
 
 
 def build_damo_yolo(cfg: DamoYoloConfig, num_classes: int, pretrained: bool = False

@@ -77,6 +77,18 @@ class TimmBackbone(nn.Module):
             strides[-1] * 2 ** (i + 1) for i in range(num_extra)
         ]
 
+    @classmethod
+    def from_config(cls, cfg: Any, pretrained: bool = False, **settings: Any) -> TimmBackbone:
+        """The backbone a family config names: ``cfg.backbone`` (a timm model name),
+        ``cfg.backbone_weights`` (a local weights file), ``cfg.drop_path_rate`` (passed to timm
+        when > 0); ``settings`` are the other ``TimmBackbone`` arguments (strides, extra
+        levels). The one way every family builds a timm backbone."""
+        if getattr(cfg, "drop_path_rate", 0):
+            settings["drop_path_rate"] = cfg.drop_path_rate
+        weights = getattr(cfg, "backbone_weights", None)
+        return cls(cfg.backbone, pretrained=pretrained,
+                   weights_file=Path(weights) if weights else None, **settings)
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats = self.body(x)
         out = [feats[i] for i in self.indices]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -58,17 +57,7 @@ class DenseDetectorConfig(DetectorOptions):
 
 def timm_backbone(cfg: DenseDetectorConfig, pretrained: bool, strides: list[int]) -> TimmBackbone:
     """The timm ``features_only`` backbone of ``cfg`` returning the maps at ``strides``."""
-    kwargs: dict[str, Any] = {}
-    if cfg.drop_path_rate:
-        kwargs["drop_path_rate"] = cfg.drop_path_rate
-    return TimmBackbone(
-        cfg.backbone,
-        pretrained=pretrained,
-        weights_file=Path(cfg.backbone_weights) if cfg.backbone_weights else None,
-        strides=tuple(strides),
-        num_extra=0,
-        **kwargs,
-    )
+    return TimmBackbone.from_config(cfg, pretrained, strides=tuple(strides), num_extra=0)
 
 
 def assemble(

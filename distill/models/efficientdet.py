@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 from torch import nn
@@ -133,14 +132,8 @@ def build_efficientdet(
     cfg: EfficientDetConfig, num_classes: int, pretrained: bool = False
 ) -> Detector:
     """Build a ``Detector`` from ``cfg`` (pass ``pretrained`` to timm for the backbone)."""
-    backbone = TimmBackbone(
-        cfg.backbone,
-        pretrained=pretrained,
-        weights_file=Path(cfg.backbone_weights) if cfg.backbone_weights else None,
-        num_extra=2,
-        extra_channels=cfg.fpn_channels,
-        conv_bias=cfg.conv_bias,
-        drop_path_rate=cfg.drop_path_rate,
+    backbone = TimmBackbone.from_config(
+        cfg, pretrained, num_extra=2, extra_channels=cfg.fpn_channels, conv_bias=cfg.conv_bias,
         padding=cfg.padding,
     )
     return efficientdet_on_backbone(backbone, cfg, num_classes)

@@ -21,8 +21,6 @@ tinynet_e, options: {neck: fpn, fpn_channels: 32, max_level: 6, head_repeats: 2}
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from torch import nn
 
@@ -98,11 +96,7 @@ def build_backbone(cfg: SmNasConfig, pretrained: bool, num_extra: int) -> nn.Mod
     common = dict(strides=(8, 16, 32), num_extra=num_extra, extra_channels=cfg.fpn_channels,
                   conv_bias=cfg.conv_bias, padding=cfg.padding)
     if not is_structure(cfg.backbone):
-        kwargs: dict[str, Any] = {"drop_path_rate": cfg.drop_path_rate} if cfg.drop_path_rate \
-            else {}
-        weights = Path(cfg.backbone_weights) if cfg.backbone_weights else None
-        return TimmBackbone(cfg.backbone, pretrained=pretrained, weights_file=weights,
-                            **common, **kwargs)
+        return TimmBackbone.from_config(cfg, pretrained, **common)
     if pretrained or cfg.backbone_weights:
         raise ValueError("model.pretrained: searched backbones have no pretrained weights")
     if cfg.drop_path_rate:

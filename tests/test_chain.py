@@ -197,3 +197,15 @@ def test_a_run_is_a_list_of_stages_and_a_chain_adds_its_middles(tmp_path):
     assert [(li.number, li.teacher.stage, li.last) for li in links] == [
         (1, "teacher", False), (2, "middle1", True)]
     assert [li.term_names for li in links] == [["crosskd"], ["crosskd"]]
+
+
+def test_the_teacher_recipe_takes_the_teachers_model_section_whole():
+    from distill.config import load_recipe
+    from distill.stages import teacher_cache_dir, teacher_recipe
+
+    plain = load_recipe("recipes/quickstart.yaml")
+    student_options = load_recipe("recipes/quickstart.yaml",
+                                  ["model.options={fpn_channels: 16}"])
+    teacher = teacher_recipe(student_options)
+    assert teacher.model.name == "efficientdet_d0" and teacher.model.options == {}
+    assert teacher_cache_dir(student_options) == teacher_cache_dir(plain)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -35,14 +37,15 @@ def teacher_recipe(recipe: Recipe) -> Recipe:
     cfg = recipe.teacher
     changes: dict[str, Any] = {
         "name": f"{recipe.name}-teacher",
-        "model": OmegaConf.to_container(OmegaConf.structured(cfg.model)),
         "trainer": {"epochs": cfg.epochs or TEACHER_EPOCHS_FACTOR * recipe.trainer.epochs},
     }
     if cfg.lr:
         changes["optim"] = {"lr": cfg.lr}
     if cfg.seed is not None:
         changes["seed"] = cfg.seed
-    return derive(recipe, changes)
+    # the teacher's model section replaces the student's whole: merged, the student's
+    # model.options would reach the teacher (and its cache key)
+    return derive(dataclasses.replace(recipe, model=copy.deepcopy(cfg.model)), changes)
 
 
 def _without_unset(settings: Any, defaults: Any = None) -> Any:

@@ -84,5 +84,5 @@ def test_bad_dataset_stops_before_training(tmp_path, capsys):
 def test_info_lists_the_distillation_registries(capsys):
     assert main(["info", "--distill"]) == 0
     out = capsys.readouterr().out
-    assert "term kinds (distill.terms[].kind): crosskd, feature, prediction" in out
+    assert "term kinds (distill.terms[].kind): crosskd, feature, localization, prediction" in out
     assert "feature losses (feature terms' loss): cwd, fgd, mgd, mimic" in out

@@ -187,7 +187,8 @@ def test_terms_take_section_defaults_and_bad_terms_are_named():
     assert prediction.weight.schedule == "cosine"
     cases = {
         "[{kind: feature, los: cwd}]": r"distill.terms\[0\]: unknown key\(s\) \['los'\].*loss",
-        "[{kind: logits}]": r"distill.terms\[0\].kind: .*'logits'.*crosskd, feature, prediction",
+        "[{kind: logits}]": (r"distill.terms\[0\].kind: .*'logits'.*crosskd, feature, "
+                             r"localization, prediction"),
         "[{kind: feature}, {kind: feature}]": "two terms are named 'feature'",
         "[{kind: prediction, tau: hot}]": r"distill.terms\[0\]: bad value for 'tau'",
         "[{kind: feature, weight: {schedule: wavy}}]": "weight.schedule: 'wavy'",

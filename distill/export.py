@@ -164,6 +164,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str = "onnx",
                           "pip install 'distill-det[export]' (onnx, onnxruntime)")
     detector, class_names, image_size = detector_from_checkpoint(checkpoint)
     detector.set_channels_last(False)
+    detector = detector.eval().for_deployment()  # e.g. DAMO-YOLO's RepConvs fused
     suffix = ".onnx" if fmt == "onnx" else ".torchscript.pt"
     path = Path(output) if output else Path(checkpoint).with_suffix(suffix)
     graph = ExportGraph(detector, image_size, nms, score_threshold, iou_threshold,

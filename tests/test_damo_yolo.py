@@ -209,3 +209,20 @@ def test_tinynas_backbones_return_strides_8_16_32(structure, channels):
     assert [f.shape[1:] for f in feats] == [(c, 64 // s, 64 // s)
                                             for c, s in zip(channels, (8, 16, 32))]
     assert backbone.channels == channels
+
+
+def test_for_deployment_fuses_every_repconv_and_keeps_the_outputs():
+    from distill.models.giraffe import RepConv
+
+    torch.manual_seed(0)
+    model = build_model("damo_yolo_pico", num_classes=3).eval()
+    images = torch.rand(1, 3, 128, 128)
+    with torch.no_grad():
+        before = model(images)
+        deployed = model.for_deployment()
+        after = deployed(images)
+    reps = [m for m in deployed.modules() if isinstance(m, RepConv)]
+    assert reps and all(m.fused is not None for m in reps)
+    torch.testing.assert_close(after.box_deltas, before.box_deltas, atol=1e-4, rtol=1e-4)
+    anchors = build_model("efficientdet_dm3", num_classes=3)
+    assert anchors.for_deployment() is anchors

@@ -120,6 +120,12 @@ class Detector(nn.Module):
         (e.g. the anchor settings); compared by the prediction-level distillation terms."""
         raise NotImplementedError
 
+    def for_deployment(self) -> Detector:
+        """The detector as deployed (``distill export``): a family with training-only structure
+        (re-parameterisable branches) fuses it here, in eval mode, same outputs; default:
+        itself, unchanged."""
+        return self
+
     def box_bins(self) -> int | None:
         """Bins per box side when the box outputs are per-side distributions (DFL heads:
         ``reg_max + 1``; localization distillation compares them); None otherwise."""

@@ -36,6 +36,7 @@ from .gfl import (
     giou_loss,
     quality_focal_loss,
 )
+from .giraffe import reparameterize
 from .zero_head import ZeroHead
 
 LOSS_WEIGHTS = {"qfl": 1.0, "giou": 2.0, "dfl": 0.25}  # DAMO-YOLO's ZeroHead
@@ -89,6 +90,10 @@ class PointDetector(Detector):
         centre = (priors[..., :2] + priors[..., 2:]) / 2
         stride = priors[..., 2:3] - priors[..., 0:1]
         return distance_to_box(centre, dfl_integral(box_out, self.reg_max) * stride)
+
+    def for_deployment(self) -> PointDetector:
+        """Every RepConv (neck and TinyNAS backbones) fused into one 3x3 conv (eval mode)."""
+        return reparameterize(self.eval())
 
     def box_bins(self) -> int:
         """``reg_max + 1`` bins per side: the box outputs are DFL distributions."""

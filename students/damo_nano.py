@@ -11,12 +11,9 @@ written as ``Stage`` rows (the bottleneck widths are unused by these blocks).
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-
 from distill.models.giraffe import ConvBNAct, MobileBlock
 
-from .damo_tinynas import SPPBottleneck, Stage
+from .damo_tinynas import Stage, StagedBackbone, staged_blocks
 
 # (stem width, stages): DAMO-YOLO's tinynas_nano_small / _middle / _large.txt
 TINYNAS_MOBILE_STRUCTURES: dict[str, tuple[int, tuple[Stage, ...]]] = {
@@ -32,41 +29,19 @@ TINYNAS_MOBILE_STRUCTURES: dict[str, tuple[int, tuple[Stage, ...]]] = {
 }
 
 
-def _stage(stage: Stage, position: int, act: str, spp: bool) -> nn.Sequential:
-    expansion = 3.5 + (position - 1) * 0.5
-    blocks: list[nn.Module] = []
-    for i in range(stage.depth):
-        in_ch, stride = (stage.in_ch, stage.stride) if i == 0 else (stage.out_ch, 1)
-        blocks.append(MobileBlock(in_ch, stage.out_ch, stride, expansion, act))
-        if i == 0 and spp:
-            blocks.append(SPPBottleneck(stage.out_ch))
-    return nn.Sequential(*blocks)
-
-
-class TinyNasMobile(nn.Module):
+class TinyNasMobile(StagedBackbone):
     """A ``TINYNAS_MOBILE_STRUCTURES`` backbone; ``channels`` / ``strides`` of its outputs."""
 
     def __init__(self, structure: str, act: str = "silu", spp: bool = True) -> None:
-        super().__init__()
         if structure not in TINYNAS_MOBILE_STRUCTURES:
             raise ValueError(f"unknown TinyNAS mobile structure {structure!r}; valid: "
                              f"{', '.join(TINYNAS_MOBILE_STRUCTURES)}")
-        stem, stages = TINYNAS_MOBILE_STRUCTURES[structure]
-        self.stem = ConvBNAct(3, stem, 3, 2, act)
-        self.stages = nn.ModuleList(_stage(s, i + 1, act, spp and i == len(stages) - 1)
-                                    for i, s in enumerate(stages))
-        stride, taps = 2, {}
-        for i, s in enumerate(stages):
-            stride *= s.stride
-            taps[stride] = i
-        self.indices = [taps[s] for s in (8, 16, 32)]
-        self.channels = [stages[i].out_ch for i in self.indices]
-        self.strides = [8, 16, 32]
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x, outs = self.stem(x), []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i in self.indices:
-                outs.append(x)
-        return outs
+        stem, specs = TINYNAS_MOBILE_STRUCTURES[structure]
+        stem_module = ConvBNAct(3, stem, 3, 2, act)  # built first: the same initial weights
+        stages = []
+        for i, s in enumerate(specs):
+            expansion = 3.5 + i * 0.5  # grows by stage position, as DAMO's mobile blocks do
+            stages.append(staged_blocks(
+                s, lambda c, stride, s=s, e=expansion: MobileBlock(c, s.out_ch, stride, e, act),
+                spp and i == len(specs) - 1))
+        super().__init__(stem_module, stages, specs)

@@ -19,6 +19,7 @@ code has it; ``act`` in the blocks). A stride-2 stage has one block fewer (its d
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -111,34 +112,33 @@ class SPPBottleneck(nn.Module):
         return self.expand(torch.cat([x] + [pool(x) for pool in self.pools], 1))
 
 
-def _stage(stage: Stage, act: str, spp: bool) -> nn.Sequential:
+def staged_blocks(stage: Stage, block: Callable[[int, int], nn.Module], spp: bool
+                  ) -> nn.Sequential:
+    """``stage.depth`` blocks ``block(in_ch, stride)``: the first from the stage's input width
+    with its stride, the others at its output width; an SPP after the first when ``spp``."""
     blocks: list[nn.Module] = []
     for i in range(stage.depth):
         in_ch, stride = (stage.in_ch, stage.stride) if i == 0 else (stage.out_ch, 1)
-        blocks.append(ResBlock(in_ch, stage.out_ch, stage.bottleneck, stage.kernel, stride, act))
+        blocks.append(block(in_ch, stride))
         if i == 0 and spp:
             blocks.append(SPPBottleneck(stage.out_ch))
     return nn.Sequential(*blocks)
 
 
-class TinyNasRes(nn.Module):
-    """A ``TINYNAS_STRUCTURES`` backbone; ``channels`` / ``strides`` of its three outputs."""
+class StagedBackbone(nn.Module):
+    """A stem (stride 2) and stages in a row; the outputs are the last stage at each of the
+    strides 8, 16 and 32, with their ``channels`` and ``strides``."""
 
-    def __init__(self, structure: str, act: str = "relu", spp: bool = True) -> None:
+    def __init__(self, stem: nn.Module, stages: list[nn.Module], specs: list[Stage]) -> None:
         super().__init__()
-        if structure not in TINYNAS_STRUCTURES:
-            raise ValueError(f"unknown TinyNAS structure {structure!r}; valid: "
-                             f"{', '.join(TINYNAS_STRUCTURES)}")
-        stem, stages = TINYNAS_STRUCTURES[structure]
-        self.stem = Focus(3, stem, 3, act)
-        self.stages = nn.ModuleList(_stage(s, act, spp and i == len(stages) - 1)
-                                    for i, s in enumerate(stages))
+        self.stem = stem
+        self.stages = nn.ModuleList(stages)
         stride, taps = 2, {}
-        for i, s in enumerate(stages):
-            stride *= s.stride
+        for i, spec in enumerate(specs):
+            stride *= spec.stride
             taps[stride] = i  # the last stage at each stride
         self.indices = [taps[s] for s in (8, 16, 32)]
-        self.channels = [stages[i].out_ch for i in self.indices]
+        self.channels = [specs[i].out_ch for i in self.indices]
         self.strides = [8, 16, 32]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -148,6 +148,21 @@ class TinyNasRes(nn.Module):
             if i in self.indices:
                 outs.append(x)
         return outs
+
+
+class TinyNasRes(StagedBackbone):
+    """A ``TINYNAS_STRUCTURES`` backbone; ``channels`` / ``strides`` of its three outputs."""
+
+    def __init__(self, structure: str, act: str = "relu", spp: bool = True) -> None:
+        if structure not in TINYNAS_STRUCTURES:
+            raise ValueError(f"unknown TinyNAS structure {structure!r}; valid: "
+                             f"{', '.join(TINYNAS_STRUCTURES)}")
+        stem, specs = TINYNAS_STRUCTURES[structure]
+        stem_module = Focus(3, stem, 3, act)  # built first: the same initial weights as before
+        stages = [staged_blocks(
+            s, lambda c, stride, s=s: ResBlock(c, s.out_ch, s.bottleneck, s.kernel, stride, act),
+            spp and i == len(specs) - 1) for i, s in enumerate(specs)]
+        super().__init__(stem_module, stages, specs)
 
 
 class CspStage(nn.Module):

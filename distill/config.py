@@ -211,7 +211,8 @@ STAGES: tuple[str, ...] = ("search", "teacher", "baseline", "distilled")
 # ``load_recipe`` after its own validation; the first problem stops the load. The modules that
 # register them are named in the ``distill.recipe_checks`` entry-point group (this project's
 # pyproject.toml: ``distill.search.checks``), so this schema imports none of them.
-RECIPE_CHECKS = Registry("recipe check", entry_point_group="distill.recipe_checks")
+RECIPE_CHECKS = Registry("recipe check", entry_point_group="distill.recipe_checks",
+                         installed_by="distill-det")
 
 _AT_LEAST_1, _AT_LEAST_0 = (lambda v: v >= 1, "a positive number"), (lambda v: v >= 0, ">= 0")
 _FRACTION = (lambda v: 0 < v < 1, "a fraction in (0, 1)")

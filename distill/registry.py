@@ -23,9 +23,14 @@ from typing import Any
 class Registry:
     """A named table of classes or functions, filled by the ``register`` decorator."""
 
-    def __init__(self, what: str, entry_point_group: str | None = None) -> None:
+    def __init__(self, what: str, entry_point_group: str | None = None,
+                 installed_by: str | None = None) -> None:
         self.what = what
         self.entry_point_group = entry_point_group
+        # the distribution whose own entry points fill the group (e.g. "distill-det"): when the
+        # group is empty that package is not installed, and a registry missing its built-ins
+        # (e.g. the recipe checks) would pass what it should refuse, so it stops instead
+        self.installed_by = installed_by
         self._entries: dict[str, Any] = {}
         self._descriptions: dict[str, str] = {}
         self._loaded_plugins: set[str] = set()
@@ -51,7 +56,13 @@ class Registry:
         """Import the modules named in this registry's entry-point group (each once)."""
         if self.entry_point_group is None:
             return
-        for entry in importlib.metadata.entry_points(group=self.entry_point_group):
+        entries = importlib.metadata.entry_points(group=self.entry_point_group)
+        if self.installed_by and not entries:
+            raise ImportError(
+                f"no {self.entry_point_group} entry points: the {self.what}s of "
+                f"{self.installed_by} are registered by its installed metadata; install it "
+                f"(pip install -e . in its checkout) rather than importing it from a path")
+        for entry in entries:
             key = f"{entry.name}={entry.value}"
             if key in self._loaded_plugins:
                 continue

@@ -191,3 +191,10 @@ def test_term_kind_in_one_file(tmp_path, monkeypatch, clean_registries):
     value = TERMS.get("toy_logit_l2")(cfg, ctx)(inputs)["total"]
     expected = 3.0 * (inputs.student.cls_logits - inputs.teacher.cls_logits).pow(2).mean()
     assert torch.allclose(value, expected)
+
+
+def test_a_registry_of_the_packages_own_plugins_refuses_to_run_empty():
+    registry = Registry("thing", entry_point_group="distill.no_such_group", installed_by="pkg")
+    with pytest.raises(ImportError, match="no distill.no_such_group entry points.*install it"):
+        registry.names()
+    assert Registry("thing", entry_point_group="distill.no_such_group").names() == []

@@ -27,7 +27,7 @@ from distill.registry import Registry
 from .norms import convert_gn_ws
 from .options import validate_options
 
-MODELS = Registry("model", entry_point_group="distill.models")
+MODELS = Registry("model", entry_point_group="distill.models", installed_by="distill-det")
 
 FamilyBuilder = Callable[[Any, int, bool], nn.Module]
 

@@ -40,7 +40,8 @@ from distill.data.settings import DataConfig
 from distill.errors import RecipeError
 from distill.registry import Registry
 
-DATA_FORMATS = Registry("dataset format", entry_point_group="distill.data_formats")
+DATA_FORMATS = Registry("dataset format", entry_point_group="distill.data_formats",
+                        installed_by="distill-det")
 
 
 @dataclass

@@ -3,6 +3,7 @@ published sizes, re-parameterisation and a feature term with an anchor teacher."
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -66,7 +67,8 @@ def test_priors_and_decode_by_hand():
         logits[side, bin_] = 50.0
     box = model.decode_boxes(logits.flatten()[None], cell[None])
     torch.testing.assert_close(box, torch.tensor([[24.0 - 32, 40.0, 24.0 + 16, 40.0 + 48]]))
-    assert model.prediction_signature() == ("points", 1) and model.TAPS == frozenset()
+    assert model.prediction_signature() == ("points", 1)
+    assert model.TAPS == {"cls_hidden", "box_hidden"} and model.head_layers("cls_hidden") == 0
 
 
 def test_options_the_head_cannot_honour_are_refused():
@@ -156,11 +158,49 @@ def test_feature_term_pairs_with_an_efficientdet_teacher():
     assert all(p.grad is None for p in teacher.parameters())
 
 
-def test_crosskd_is_refused_for_lack_of_a_tower():
-    teacher = build_model("efficientdet_dm3", num_classes=3).eval()
+def test_crosskd_across_families_is_refused_before_training():
+    anchors = build_model("efficientdet_dm3", num_classes=3).eval()
     (cfg,) = resolve_terms(DistillConfig(terms=[{"kind": "crosskd"}]))
-    with pytest.raises(RecipeError, match="which a PointDetector does not offer"):
-        TERMS.get("crosskd")(cfg, BuildContext(_pico(), teacher, 128, 128))
+    for student, teacher in ((_pico(), anchors), (anchors, _pico())):
+        with pytest.raises(RecipeError, match="points per location .* differ"):
+            TERMS.get("crosskd")(cfg, BuildContext(student, teacher, 128, 128))
+
+
+def _identity(conv: torch.nn.Conv2d) -> None:
+    with torch.no_grad():
+        conv.weight.copy_(torch.eye(conv.out_channels)[:, :, None, None])
+        conv.bias.zero_()
+
+
+def test_crosskd_through_a_zero_head_teacher():
+    torch.manual_seed(0)
+    (cfg,) = resolve_terms(DistillConfig(terms=[{"kind": "crosskd", "box_min_score": 0.0}]))
+    student, (images, targets) = _pico(), _batch()
+    teacher = build_model("damo_yolo_tinynet", num_classes=3, image_size=128).eval()
+    teacher.requires_grad_(False)  # frozen, as the distillation module keeps it
+    term = TERMS.get("crosskd")(cfg, BuildContext(student, teacher, 128, 128))
+    assert cfg.teacher_layers == 0  # no tower: the teacher's projections alone
+    # neck widths 24/48/96 -> 32/64/128: one align conv per level
+    assert [c.weight.shape[:2] for c in term.cls_align] == [(32, 24), (64, 48), (128, 96)]
+    with torch.no_grad():
+        t_out = teacher(images)
+    losses = term(TermInputs(student(images, taps=term.taps), t_out, targets, (128, 128)))
+    assert torch.isfinite(losses["total"]) and losses["total"] > 0
+    losses["total"].backward()
+    assert student.neck.out3.fuse[0].weight.grad.abs().sum() > 0
+    assert term.box_align[2].weight.grad.abs().sum() > 0
+    assert student.head.cls[0].weight.grad is None  # the student's own predictor untouched
+    assert all(p.grad is None for p in teacher.parameters())
+
+    # a student that is the teacher, through identity aligns: the cross predictions are the
+    # teacher's own, so the term is 0
+    twin = copy.deepcopy(teacher)
+    same = TERMS.get("crosskd")(cfg, BuildContext(twin, teacher, 128, 128))
+    for conv in (*same.cls_align, *same.box_align):
+        _identity(conv)
+    with torch.no_grad():
+        out = same(TermInputs(twin(images, taps=same.taps), t_out, targets, (128, 128)))
+    assert out["total"].abs() < 1e-5
 
 
 @pytest.mark.parametrize("name", ["damo_yolo_pico", "damo_yolo_t", "damo_yolo_m"])

@@ -61,6 +61,27 @@ class AnchorDetector(Detector):
         hidden = {"cls_hidden": cls_hidden, "box_hidden": box_hidden}
         return cls_logits, box_deltas, {name: hidden[name] for name in taps}
 
+    def _branch(self, tap: str) -> nn.Module:
+        """The head whose tower output ``tap`` is."""
+        heads = {"cls_hidden": self.class_head, "box_hidden": self.box_head}
+        if tap not in heads:
+            raise ValueError(f"{type(self).__name__} has no head tap {tap!r}; it offers "
+                             f"{sorted(heads)}")
+        return heads[tap]
+
+    def head_width(self, tap: str, level: int) -> int:
+        """The tower width of the head (the same at every level)."""
+        return int(self._branch(tap).width)
+
+    def head_layers(self, tap: str) -> int:
+        """The head's tower depth."""
+        return int(self._branch(tap).num_layers)
+
+    def run_head(self, tap: str, x: torch.Tensor, level: int, start: int) -> torch.Tensor:
+        """Tower layers ``start..`` of the level and the shared predictor."""
+        head = self._branch(tap)
+        return head.project(head.run_tower(x, level, start=start))
+
     def loss(
         self, output: DetectorOutput, targets: list[dict], across_ranks: bool = False
     ) -> dict[str, torch.Tensor]:

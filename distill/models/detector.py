@@ -120,6 +120,22 @@ class Detector(nn.Module):
         (e.g. the anchor settings); compared by the prediction-level distillation terms."""
         raise NotImplementedError
 
+    def head_width(self, tap: str, level: int) -> int:
+        """Channels of the head feature ``tap`` (a ``TAPS`` name) at ``level``: the input of
+        that branch's predictor, what CrossKD aligns a student's feature to."""
+        raise NotImplementedError(f"{type(self).__name__} offers no head taps")
+
+    def head_layers(self, tap: str) -> int:
+        """Tower layers of the branch that ``tap`` is the output of (0: no tower, the tap is
+        the branch's input)."""
+        raise NotImplementedError(f"{type(self).__name__} offers no head taps")
+
+    def run_head(self, tap: str, x: torch.Tensor, level: int, start: int) -> torch.Tensor:
+        """That branch's outputs ``[B, H * W * predictions, R]`` at ``level`` from a feature
+        ``x`` of the tower's input width, run through tower layers ``start..`` and the
+        predictor (``start == head_layers(tap)``: ``x`` is the tap, the predictor only)."""
+        raise NotImplementedError(f"{type(self).__name__} offers no head taps")
+
     def for_deployment(self) -> Detector:
         """The detector as deployed (``distill export``): a family with training-only structure
         (re-parameterisable branches) fuses it here, in eval mode, same outputs; default:

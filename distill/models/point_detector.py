@@ -12,9 +12,9 @@
 - post-processing: the shared ``Detector.predict`` (sigmoid scores, class-wise NMS) at
   ``nms_iou`` (DAMO: 0.7; the export graph uses the same unless given another).
 
-Taps: none. ZeroHead has no tower, so there are no hidden head features to tap: CrossKD (which
-runs the student's tower outputs through the teacher's predictors) needs a family with a head
-tower; feature terms (neck outputs) pair a PointDetector with any teacher.
+Taps: ``cls_hidden`` / ``box_hidden``, the inputs of ZeroHead's class and box projections per
+level. ZeroHead has no tower, so both are the neck outputs (``head_layers`` 0): CrossKD runs a
+student's aligned head features through this teacher's projections alone.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ def _mean_over_ranks(value: torch.Tensor, across_ranks: bool) -> torch.Tensor:
 class PointDetector(Detector):
     """Anchor-free one-stage detector: backbone, neck, ``ZeroHead``; see the module docstring."""
 
-    TAPS: ClassVar[frozenset[str]] = frozenset()
+    TAPS: ClassVar[frozenset[str]] = frozenset({"cls_hidden", "box_hidden"})
+    BRANCHES: ClassVar[dict[str, str]] = {"cls_hidden": "cls", "box_hidden": "reg"}
 
     def __init__(self, backbone: nn.Module, neck: nn.Module, head: ZeroHead, num_classes: int,
                  image_size: int, strides: list[int], neck_channels: list[int],
@@ -73,7 +74,29 @@ class PointDetector(Detector):
                      ) -> tuple[torch.Tensor, torch.Tensor, dict[str, list[torch.Tensor]]]:
         """Class logits ``[B, N, K]`` and box distributions ``[B, N, 4 * (reg_max + 1)]``."""
         cls_logits, box_out = self.head(feats)
-        return cls_logits, box_out, {}
+        return cls_logits, box_out, {name: list(feats) for name in taps}
+
+    def _branch(self, tap: str) -> str:
+        if tap not in self.BRANCHES:
+            raise ValueError(f"{type(self).__name__} has no head tap {tap!r}; it offers "
+                             f"{sorted(self.BRANCHES)}")
+        return self.BRANCHES[tap]
+
+    def head_width(self, tap: str, level: int) -> int:
+        """The neck's width at ``level`` (ZeroHead projects the neck outputs directly)."""
+        self._branch(tap)
+        return int(self.neck_channels[level])
+
+    def head_layers(self, tap: str) -> int:
+        """0: ZeroHead has no tower."""
+        self._branch(tap)
+        return 0
+
+    def run_head(self, tap: str, x: torch.Tensor, level: int, start: int) -> torch.Tensor:
+        """The branch's projection at ``level`` (there is no tower to run)."""
+        if start != 0:
+            raise ValueError(f"ZeroHead has no tower layers; start must be 0, got {start}")
+        return self.head.project(self._branch(tap), x, level)
 
     def priors(self, image_shape: tuple[int, int], device: torch.device) -> torch.Tensor:
         """The stride cell ``[N, 4]`` (xyxy) of every location of every level."""

@@ -39,9 +39,15 @@ class ZeroHead(nn.Module):
         for conv in self.cls:
             nn.init.constant_(conv.bias, -math.log((1 - prior_prob) / prior_prob))
 
+    def project(self, branch: str, x: torch.Tensor, level: int) -> torch.Tensor:
+        """One branch (``cls`` or ``reg``) at ``level``: ``[B, H * W, outputs]``."""
+        if branch == "cls":
+            return _flat(self.cls[level](x))
+        return _flat(self.reg[level](x) * self.scales[level])
+
     def forward(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Class logits ``[B, N, K]`` and distribution logits ``[B, N, 4 * (reg_max + 1)]``
         over the levels' locations (level, then row-major)."""
-        cls = [_flat(conv(x)) for conv, x in zip(self.cls, feats)]
-        box = [_flat(conv(x) * self.scales[i]) for i, (conv, x) in enumerate(zip(self.reg, feats))]
+        cls = [self.project("cls", x, i) for i, x in enumerate(feats)]
+        box = [self.project("reg", x, i) for i, x in enumerate(feats)]
         return torch.cat(cls, 1), torch.cat(box, 1)

@@ -9,7 +9,11 @@
   (the three output widths), ``neck_depth`` (``round(3 * depth)`` blocks per fusion stage),
   ``hidden_ratio``, ``neck_act``, ``depthwise_neck`` (the nano models');
 - head: ``ZeroHead`` with ``reg_max`` and ``head_kernel`` (3; the nano models 1), in
-  ``PointDetector`` (GFL losses, AlignOTA, NMS at ``nms_iou``: DAMO's 0.7, nano 0.65).
+  ``PointDetector`` (GFL losses, AlignOTA, NMS at ``nms_iou``: DAMO's 0.7, nano 0.65);
+- training (``model.options``, DAMO's values by default): AlignOTA's ``ota_radius`` (centre
+  prior, in strides), ``ota_topk`` (dynamic k's candidates), ``ota_cls_weight`` /
+  ``ota_iou_weight`` (cost), and the loss weights ``qfl_weight`` / ``giou_weight`` /
+  ``dfl_weight``.
 
 Published sizes reproduced (tests/test_damo_yolo.py, re-parameterised as DAMO counts them):
 ``damo_yolo_ns`` / ``_nm`` / ``_nl`` (416 px; TinyNAS mobile backbones, depthwise neck, 1x1
@@ -62,6 +66,15 @@ class DamoYoloConfig(DetectorOptions):
     head_kernel: int = 3  # ZeroHead's projection convs (DAMO's nano models: 1)
     depthwise_neck: bool = False  # DAMO's nano models: depthwise downsamplers, mobile blocks
     bn_momentum: Optional[float] = None
+    # AlignOTA (DAMO's defaults): centre-prior radius in strides, dynamic-k top-k, cost weights
+    ota_radius: float = 2.5
+    ota_topk: int = 10
+    ota_cls_weight: float = 1.0
+    ota_iou_weight: float = 3.0
+    # loss weights (DAMO's ZeroHead): quality focal, GIoU, distribution focal
+    qfl_weight: float = 1.0
+    giou_weight: float = 2.0
+    dfl_weight: float = 0.25
 
     def replace(self, **overrides: Any) -> DamoYoloConfig:
         """Copy with ``overrides`` applied; unknown keys raise ``ValueError``."""
@@ -88,6 +101,13 @@ def check_config(cfg: DamoYoloConfig) -> None:
         raise option_error("reg_max", f"{cfg.reg_max}, expected >= 1")
     if not 0.0 < cfg.nms_iou <= 1.0:
         raise option_error("nms_iou", f"{cfg.nms_iou}, expected in (0, 1]")
+    if not cfg.ota_radius > 0 or cfg.ota_topk < 1:
+        raise option_error("ota_radius" if not cfg.ota_radius > 0 else "ota_topk",
+                           f"radius {cfg.ota_radius}, top-k {cfg.ota_topk}: expected a radius "
+                           "> 0 (in strides) and a top-k >= 1")
+    for key in ("ota_cls_weight", "ota_iou_weight", "qfl_weight", "giou_weight", "dfl_weight"):
+        if not getattr(cfg, key) >= 0:
+            raise option_error(key, f"{getattr(cfg, key)}, expected a weight >= 0")
 
 
 def build_backbone(cfg: DamoYoloConfig, pretrained: bool) -> nn.Module:
@@ -118,8 +138,12 @@ def build_damo_yolo(cfg: DamoYoloConfig, num_classes: int, pretrained: bool = Fa
     neck = GiraffeNeck(list(backbone.channels), list(cfg.neck_widths), cfg.neck_depth,
                        cfg.hidden_ratio, cfg.neck_act, cfg.depthwise_neck)
     head = ZeroHead(neck.out_channels, num_classes, cfg.reg_max, cfg.head_kernel)
+    assigner = {"radius": cfg.ota_radius, "topk": cfg.ota_topk,
+                "cls_weight": cfg.ota_cls_weight, "iou_weight": cfg.ota_iou_weight}
+    weights = {"qfl": cfg.qfl_weight, "giou": cfg.giou_weight, "dfl": cfg.dfl_weight}
     return PointDetector(backbone, neck, head, num_classes, cfg.image_size, cfg.strides,
-                         neck.out_channels, nms_iou=cfg.nms_iou)
+                         neck.out_channels, nms_iou=cfg.nms_iou, assigner=assigner,
+                         loss_weights=weights)
 
 
 def describe(cfg: DamoYoloConfig) -> str:

@@ -44,6 +44,8 @@ def test_check_pairs_the_student_with_its_teacher_through_a_feature_term(tmp_pat
     assert main(["check", RECIPE, *overrides(tmp_path, 2)]) == 0
     out = capsys.readouterr().out
     assert "student  damo_yolo_pico" in out and "term feature (feature)" in out
+    assert "student assignment: AlignOTA per image" in out and "DFL x 0.25" in out
+    assert "teacher head: class and box towers of" in out and "9 anchors per location" in out
 
 
 def test_train_a_few_steps_gives_a_finite_loss_and_a_map(tmp_path):

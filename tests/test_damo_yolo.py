@@ -80,6 +80,18 @@ def test_options_the_head_cannot_honour_are_refused():
         build_model("damo_yolo_t", num_classes=3, pretrained=True)
 
 
+def test_assignment_and_loss_settings_come_from_the_recipe():
+    model = _pico(ota_topk=5, ota_radius=1.5, dfl_weight=0.5)
+    assert model.assigner == {"radius": 1.5, "topk": 5, "cls_weight": 1.0, "iou_weight": 3.0}
+    assert model.loss_weights == {"qfl": 1.0, "giou": 2.0, "dfl": 0.5}
+    said = model.describe_head()
+    assert "within 1.5 strides" in said["assignment"] and "top-5" in said["assignment"]
+    assert "DFL x 0.5" in said["loss"] and "8 bins" in said["head"]
+    for key, value in (("ota_radius", 0.0), ("ota_topk", 0), ("giou_weight", -1.0)):
+        with pytest.raises(RecipeError, match=f"model.options.{key}"):
+            _pico(**{key: value})
+
+
 def test_loss_keys_and_no_positive_image():
     model, (images, targets) = _pico(), _batch()
     out = model(images)

@@ -84,6 +84,10 @@ def dynamic_k_match(cost: torch.Tensor, ious: torch.Tensor, topk: int = 10) -> t
     return torch.where(matched.any(1), matched.float().argmax(1), -1)
 
 
+# DAMO-YOLO's settings: centre-prior radius (strides), dynamic-k top-k, the cost's weights
+ALIGN_OTA_DEFAULTS = {"radius": 2.5, "topk": 10, "cls_weight": 1.0, "iou_weight": 3.0}
+
+
 @torch.no_grad()
 def align_ota_assign(scores: torch.Tensor, centres: torch.Tensor, strides: torch.Tensor,
                      pred_boxes: torch.Tensor, gt_boxes: torch.Tensor, gt_labels: torch.Tensor,

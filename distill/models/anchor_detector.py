@@ -61,6 +61,24 @@ class AnchorDetector(Detector):
         hidden = {"cls_hidden": cls_hidden, "box_hidden": box_hidden}
         return cls_logits, box_deltas, {name: hidden[name] for name in taps}
 
+    def describe_head(self) -> dict[str, str]:
+        """The class / box towers and anchors, focal + Huber loss, IoU-threshold assignment."""
+        gen, cfg = self.anchor_generator, {"alpha": 0.25, "gamma": 1.5, "box_weight": 50.0,
+                                           "pos_iou": 0.5, "neg_iou": 0.5, **self.loss_cfg}
+        head = self.class_head
+        strides = "/".join(str(s) for s in self.strides)
+        return {
+            "head": f"class and box towers of {head.num_layers} layers x {head.width} channels "
+                    f"(shared by the levels), {gen.num_anchors} anchors per location "
+                    f"({gen.num_scales} scales x {len(gen.aspect_ratios)} aspect ratios) at "
+                    f"strides {strides}; box deltas; class-wise NMS at IoU {self.nms_iou:g}",
+            "loss": f"focal (alpha {cfg['alpha']:g}, gamma {cfg['gamma']:g}) + Huber on the "
+                    f"box deltas x {cfg['box_weight']:g}, over the positives + 1",
+            "assignment": f"IoU with the anchors: positive at >= {cfg['pos_iou']:g}, "
+                          f"background below {cfg['neg_iou']:g}"
+                          + (", ignored between" if cfg["neg_iou"] < cfg["pos_iou"] else ""),
+        }
+
     def _branch(self, tap: str) -> nn.Module:
         """The head whose tower output ``tap`` is."""
         heads = {"cls_hidden": self.class_head, "box_hidden": self.box_head}

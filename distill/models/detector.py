@@ -120,6 +120,11 @@ class Detector(nn.Module):
         (e.g. the anchor settings); compared by the prediction-level distillation terms."""
         raise NotImplementedError
 
+    def describe_head(self) -> dict[str, str]:
+        """What ``distill check`` says of the head side, one line each: ``head`` (its layout),
+        ``loss`` and ``assignment`` (how training targets are chosen)."""
+        return {"head": type(self).__name__}
+
     def head_width(self, tap: str, level: int) -> int:
         """Channels of the head feature ``tap`` (a ``TAPS`` name) at ``level``: the input of
         that branch's predictor, what CrossKD aligns a student's feature to."""

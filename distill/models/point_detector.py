@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .align_ota import align_ota_assign
+from .align_ota import ALIGN_OTA_DEFAULTS, align_ota_assign
 from .anchors import level_sizes
 from .detector import Detector, DetectorOutput
 from .gfl import (
@@ -75,6 +75,24 @@ class PointDetector(Detector):
         """Class logits ``[B, N, K]`` and box distributions ``[B, N, 4 * (reg_max + 1)]``."""
         cls_logits, box_out = self.head(feats)
         return cls_logits, box_out, {name: list(feats) for name in taps}
+
+    def describe_head(self) -> dict[str, str]:
+        """ZeroHead's layout, the GFL losses and AlignOTA's settings."""
+        w, a = self.loss_weights, {**ALIGN_OTA_DEFAULTS, **self.assigner}
+        strides = "/".join(str(s) for s in self.strides)
+        return {
+            "head": f"ZeroHead: per level one class and one box projection straight from the "
+                    f"neck (no tower), one point per location at strides {strides}; box sides "
+                    f"as distributions over {self.reg_max + 1} bins (DFL, reg_max "
+                    f"{self.reg_max}); class-wise NMS at IoU {self.nms_iou:g}",
+            "loss": f"quality focal (IoU-aware class scores) x {w['qfl']:g} + GIoU x "
+                    f"{w['giou']:g} + DFL x {w['dfl']:g}, the box terms weighted by each "
+                    "positive's best score",
+            "assignment": f"AlignOTA per image: candidates are points within {a['radius']:g} "
+                          f"strides of a box centre; cost {a['cls_weight']:g} x class cost + "
+                          f"{a['iou_weight']:g} x -log IoU of the predicted box; each box takes "
+                          f"its dynamic k (sum of its top-{a['topk']} IoUs) cheapest points",
+        }
 
     def _branch(self, tap: str) -> str:
         if tap not in self.BRANCHES:

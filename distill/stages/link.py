@@ -166,6 +166,10 @@ def check_link(recipe: Recipe, data: DetectionDataModule, batches: int, path: Pa
           f"  input {student_size}")
     print(f"teacher  {recipe.teacher.model.name:<20} {report['teacher']['params'] / 1e6:7.2f}M "
           f"params  input {teacher_size}  weights: {path or f'none yet ({pending})'}")
+    for role, model in (("student", module.model), ("teacher", teacher)):
+        report[role]["head"] = model.describe_head()
+        for key, line in report[role]["head"].items():
+            print(f"  {role} {key}: {line}")
     print_terms(described)
     print(f"distillation terms: {report['distiller_params']} trainable params in all")
     if path is not None:

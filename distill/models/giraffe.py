@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .repgfpn import CSPStage
+
 ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "identity": nn.Identity}
 
 
@@ -134,28 +136,17 @@ class ReverseBlock(nn.Module):
         return x + self.conv(self.rep(x))
 
 
-class CSPStage(nn.Module):
-    """Two 1x1 branches, ``depth`` blocks on the second, all outputs concatenated, 1x1 fuse."""
+def csp_stage(in_ch: int, out_ch: int, depth: int, hidden_ratio: float, act: str,
+              depthwise: bool = False) -> CSPStage:
+    """DAMO's ``CSPStage``: ``depth`` reversed basic blocks (or, ``depthwise``, mobile blocks
+    of expansion 3) between 1x1 conv-BN-act branches (``repgfpn.CSPStage``'s layout)."""
+    def block(width: int) -> nn.Module:
+        if depthwise:
+            return MobileBlock(width, width, 1, 3.0, act)
+        return ReverseBlock(width, hidden_ratio, act)
 
-    def __init__(self, in_ch: int, out_ch: int, depth: int, hidden_ratio: float,
-                 act: str, depthwise: bool = False) -> None:
-        super().__init__()
-        first = out_ch // 2
-        mid = out_ch - first
-        self.short = ConvBNAct(in_ch, first, 1, act=act)
-        self.main = ConvBNAct(in_ch, mid, 1, act=act)
-        self.blocks = nn.ModuleList(
-            MobileBlock(mid, mid, 1, 3.0, act) if depthwise
-            else ReverseBlock(mid, hidden_ratio, act) for _ in range(depth))
-        self.fuse = ConvBNAct(first + mid * depth, out_ch, 1, act=act)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.main(x)
-        outs = [self.short(x)]
-        for block in self.blocks:
-            y = block(y)
-            outs.append(y)
-        return self.fuse(torch.cat(outs, 1))
+    return CSPStage(in_ch, out_ch, depth, block,
+                    lambda c_in, c_out: ConvBNAct(c_in, c_out, 1, act=act))
 
 
 def _up(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -176,7 +167,7 @@ class GiraffeNeck(nn.Module):
         n = max(1, round(3 * depth))
 
         def stage(cin: int, cout: int) -> CSPStage:
-            return CSPStage(cin, cout, n, hidden_ratio, act, depthwise)
+            return csp_stage(cin, cout, n, hidden_ratio, act, depthwise)
 
         self.down_c4 = down_conv(c4, act, depthwise)
         self.node5 = stage(c5 + c4, c5)

@@ -17,6 +17,9 @@ Simplified: RepConv branches are kept unfused (no re-parameterisation step yet);
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -51,16 +54,21 @@ class RepBlock(nn.Module):
 
 
 class CSPStage(nn.Module):
-    """CSP fusion: 1x1 split, ``depth`` RepBlocks on one half, concat of all, 1x1 fuse."""
+    """CSP fusion: two 1x1 branches (``pointwise``), ``depth`` blocks (``block(width)``) on
+    the second, the kept branch and every block output concatenated, 1x1 fuse. DAMO-YOLO's
+    ``GiraffeNeck`` builds its stages on this with its own blocks and convs."""
 
-    def __init__(self, in_channels: int, out_channels: int, depth: int, hidden_ratio: float):
+    def __init__(self, in_channels: int, out_channels: int, depth: int,
+                 block: Callable[[int], nn.Module],
+                 pointwise: Callable[[int, int], nn.Module] | None = None) -> None:
         super().__init__()
+        pointwise = pointwise or (lambda c_in, c_out: ConvBnAct(c_in, c_out, 1, act=True))
         kept = out_channels // 2
         mid = out_channels - kept
-        self.short = ConvBnAct(in_channels, kept, 1, act=True)
-        self.main = ConvBnAct(in_channels, mid, 1, act=True)
-        self.blocks = nn.ModuleList(RepBlock(mid, hidden_ratio) for _ in range(depth))
-        self.fuse = ConvBnAct(kept + mid * depth, out_channels, 1, act=True)
+        self.short = pointwise(in_channels, kept)
+        self.main = pointwise(in_channels, mid)
+        self.blocks = nn.ModuleList(block(mid) for _ in range(depth))
+        self.fuse = pointwise(kept + mid * depth, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.main(x)
@@ -90,6 +98,7 @@ class RepGFPN(nn.Module):
         if len(in_channels) != n or n < 2:
             raise ValueError(f"need one neck width per level (>= 2 levels), got {widths}")
         w = list(widths)
+        block = partial(RepBlock, hidden_ratio=hidden_ratio)
         self.lateral = nn.ModuleList(ConvBnAct(c, o, 1, act=True) for c, o in zip(in_channels, w))
         # top-down node i: [lateral i, down(lateral i-1), up(top-down i+1)]
         self.td_down = nn.ModuleList(_down(w[i - 1]) for i in range(1, n))
@@ -98,7 +107,7 @@ class RepGFPN(nn.Module):
                 w[i] + (w[i - 1] if i > 0 else 0) + (w[i + 1] if i < n - 1 else 0),
                 w[i],
                 depth,
-                hidden_ratio,
+                block,
             )
             for i in range(n)
         )
@@ -106,7 +115,7 @@ class RepGFPN(nn.Module):
         self.bu_down = nn.ModuleList(_down(w[i - 1]) for i in range(1, n))
         self.bu_queen = nn.ModuleList(_down(w[i - 1]) for i in range(2, n))
         self.bu_merge = nn.ModuleList(
-            CSPStage(w[i] + w[i - 1] * (2 if i >= 2 else 1), w[i], depth, hidden_ratio)
+            CSPStage(w[i] + w[i - 1] * (2 if i >= 2 else 1), w[i], depth, block)
             for i in range(1, n)
         )
         self.out_channels = w

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from distill.data.dataset import DetectionDataset, collate
 from distill.data.formats import data_format, format_settings
+from distill.data.mixing import MixedDataset
 from distill.data.records import DatasetError, DatasetIndex, check_policy
 from distill.data.sampling import EpochSampler
 from distill.data.settings import DataConfig
@@ -46,7 +47,7 @@ class DetectionDataModule(pl.LightningDataModule):
         self.seed = int(seed)
         self.train_index: DatasetIndex | None = None
         self.val_index: DatasetIndex | None = None
-        self.train_dataset: DetectionDataset | None = None
+        self.train_dataset: DetectionDataset | MixedDataset | None = None
         self.val_dataset: DetectionDataset | None = None
         self.train_sampler: EpochSampler | None = None
         # (epoch, batches already trained in it): set when resuming, used by the next loader
@@ -102,6 +103,9 @@ class DetectionDataModule(pl.LightningDataModule):
             )
         train_tf, val_tf = build_transforms(self.image_size, cfg.augment)
         self.train_dataset = DetectionDataset(train, train_tf)
+        augment = cfg.augment
+        if augment.enabled and (augment.mosaic or augment.mixup):
+            self.train_dataset = MixedDataset(self.train_dataset, augment.mosaic, augment.mixup)
         self.val_dataset = DetectionDataset(val, val_tf)
         self.train_index, self.val_index = train, val
         log.info("data: %s", self.summary())

@@ -55,10 +55,11 @@ class DetectionDataset(Dataset):
                 # the CPU generator alone: torch.manual_seed would also queue lazy CUDA seeding
                 # (a stack trace per call, ~1.5 ms a sample); the transforms draw on the CPU
                 torch.default_generator.manual_seed(seed)
-                return self._item(index)
-        return self._item(i)
+                return self.item(index)
+        return self.item(i)
 
-    def _item(self, i: int):
+    def item(self, i: int) -> tuple[torch.Tensor, dict]:
+        """Sample ``i`` loaded and transformed (random draws from the current torch RNG)."""
         sample = self.index.samples[i]
         image = load_image(sample)
         if self.transform is None:

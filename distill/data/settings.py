@@ -22,6 +22,10 @@ class AugmentConfig:
     # random scale of the letterbox size: the longer side becomes image_size * U(lo, hi), then the
     # image is padded (bottom/right) or randomly cropped back to image_size x image_size
     scale_range: list[float] = field(default_factory=lambda: [0.75, 1.25])
+    # probabilities of a mosaic (four images) and of a mixup (two blended) per training item
+    # (distill.data.mixing); 0: off
+    mosaic: float = 0.0
+    mixup: float = 0.0
 
 
 @dataclass

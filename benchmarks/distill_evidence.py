@@ -60,13 +60,13 @@ def spread(values: list[float]) -> dict[str, float]:
             "n": len(values)}
 
 
-def summarize(teacher_map: float, runs: dict[str, dict[int, float]], default: str) -> dict:
+def summarize(teacher_map: float | None, runs: dict[str, dict[int, float]], default: str) -> dict:
     """Per method: mAP spread, paired gain over the seeds it shares with the baseline, gap."""
     base = runs.get("baseline", {})
     out: dict = {"teacher": teacher_map, "default_method": default, "methods": {}}
     if base:
         out["baseline"] = spread(list(base.values()))
-    gap = teacher_map - out["baseline"]["mean"] if base else None
+    gap = teacher_map - out["baseline"]["mean"] if base and teacher_map is not None else None
     for method, maps in runs.items():
         if method == "baseline" or not maps:
             continue
@@ -84,7 +84,7 @@ def table(summary: dict) -> str:
     """The summary as a Markdown table."""
     lines = ["| run | seeds | mAP mean +- std | paired gain +- std | gap closed |",
              "|---|---:|---:|---:|---:|",
-             f"| teacher | 1 | {summary['teacher']:.4f} | | |"]
+             f"| teacher | 1 | {summary['teacher'] or float('nan'):.4f} | | |"]
     if "baseline" in summary:
         b = summary["baseline"]
         lines.append(f"| baseline | {b['n']} | {b['mean']:.4f} +- {b['std']:.4f} | | |")
@@ -140,8 +140,10 @@ def main() -> None:
     if default == "recipe":
         methods["recipe"] = recipe.distill.terms or [{"kind": "feature"}]
     data: DetectionDataModule = prepare_data(recipe)
-    obtained = obtain_teacher(recipe, data.num_classes, root)
-    teacher, teacher_metrics = obtained.model, obtained.metrics
+    teacher, teacher_metrics = None, {"map": None}
+    if default != "none" or args.methods:  # baselines alone need no teacher
+        obtained = obtain_teacher(recipe, data.num_classes, root)
+        teacher, teacher_metrics = obtained.model, obtained.metrics
     runs: dict[str, dict[int, float]] = {"baseline": {}}
     if out.is_file():  # earlier invocations with this label: keep their finished runs
         earlier = json.loads(out.read_text())
@@ -152,7 +154,8 @@ def main() -> None:
 
     def record(method: str, seed: int, metrics: dict) -> None:
         runs.setdefault(method, {})[seed] = float(metrics["map"])
-        summary = summarize(float(teacher_metrics["map"]), runs, default)
+        teacher_map = teacher_metrics["map"]
+        summary = summarize(None if teacher_map is None else float(teacher_map), runs, default)
         out.write_text(json.dumps({
             "dataset": args.dataset, "recipe": RECIPES[args.dataset], "overrides": args.set,
             "terms": {m: methods[m] for m in runs if m != "baseline"},

@@ -48,6 +48,12 @@ class PredictionTermConfig(TermConfig):
     INHERITED: ClassVar[tuple[str, ...]] = ()  # strides: every level both models have
 
 
+def model_name(model: nn.Module) -> str:
+    """``preset (Family)`` of a detector, e.g. ``damo_yolo_pico (PointDetector)``."""
+    name = getattr(getattr(model, "config", None), "name", None)
+    return f"{name} ({type(model).__name__})" if name else type(model).__name__
+
+
 def paired_predictions(ctx: BuildContext, strides: list[int] | None, key: str
                        ) -> tuple[list[int], list[int], list[int]]:
     """``(strides, student levels, teacher levels)`` whose predictions pair one to one."""
@@ -56,9 +62,10 @@ def paired_predictions(ctx: BuildContext, strides: list[int] | None, key: str
     if s_sig != t_sig:
         raise RecipeError(
             f"{key}: the student's anchors / points per location {s_sig} differ from the "
-            f"teacher's {t_sig} ({type(ctx.student).__name__} student, "
-            f"{type(ctx.teacher).__name__} teacher): predictions cannot be paired; use a "
-            "feature term")
+            f"teacher's {t_sig} ({model_name(ctx.student)} student, "
+            f"{model_name(ctx.teacher)} teacher): predictions cannot be paired one to one, so "
+            "prediction, crosskd and localization terms do not apply to this pair; a feature "
+            "term (neck features, paired by stride) does")
     s_sizes = level_sizes((ctx.student_size,) * 2, ctx.student.strides)
     t_sizes = level_sizes((ctx.teacher_size,) * 2, ctx.teacher.strides)
     for stride, s_i, t_i in zip(strides, s_levels, t_levels):

@@ -13,7 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from distill.errors import RecipeError
+from distill.errors import RecipeError, TrainingDiverged
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -391,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     except (RecipeError, ValueError, FileNotFoundError) as err:
         print(f"distill {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except TrainingDiverged as err:
+        print(f"distill {args.command}: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

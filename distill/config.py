@@ -9,6 +9,7 @@ expected, before any work starts.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -251,6 +252,18 @@ def _check_limits(recipe: DictConfig, source: str) -> None:
             raise RecipeError(f"{source}: '{key}' is {value}, expected {expected}")
 
 
+def _check_finite(values: Any, source: str, prefix: str = "") -> None:
+    """Raise RecipeError for the first number in ``values`` that is NaN or infinite."""
+    items = (values.items() if isinstance(values, dict)
+             else enumerate(values) if isinstance(values, list) else ())
+    for key, value in items:
+        dot = "." if prefix else ""
+        path = f"{prefix}[{key}]" if isinstance(values, list) else f"{prefix}{dot}{key}"
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RecipeError(f"{source}: '{path}' is {value}, expected a finite number")
+        _check_finite(value, source, path)
+
+
 def _check_keys(values: Any, schema: type, source: str, prefix: str = "") -> None:
     """Raise RecipeError for the first key in ``values`` that ``schema`` does not define."""
     if not isinstance(values, dict):
@@ -348,6 +361,7 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
             key = getattr(err, "full_key", None) or "?"
             raise RecipeError(f"{where}: bad value for '{key}': {err.msg}") from err
     origin = f"{source} (+ command line)" if cli else source
+    _check_finite(OmegaConf.to_container(schema, resolve=True), origin)
     _check_choices(schema, origin)
     _check_limits(schema, origin)
     recipe = OmegaConf.to_object(schema)

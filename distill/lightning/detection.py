@@ -13,6 +13,7 @@ from torch import nn
 from distill.config import ModelConfig, Recipe, recipe_to_dict
 from distill.evaluation import make_map_metric, summarize_map, to_original_pixels
 from distill.lightning.ema import WarmupEMA
+from distill.lightning.finite import StopOnNonFiniteLoss
 from distill.lightning.freeze_bn import FreezeBatchNorm
 from distill.lightning.resume import ResumeState
 from distill.lightning.schedules import warmup_cosine
@@ -131,13 +132,16 @@ class DetectionModule(pl.LightningModule):
         self.log("val/map", self.last_metrics["map"], prog_bar=True, sync_dist=True)
 
     def configure_callbacks(self) -> list[pl.Callback]:
-        """The training callbacks the recipe asks for: ``ResumeState`` of the trainer's data
-        module (epoch order, exact resume), ``WarmupEMA`` when ``optim.ema_decay > 0``,
-        ``FreezeBatchNorm`` when ``optim.freeze_bn_at`` is set. Made once per module, so a
-        ``validate`` after ``fit`` keeps the same EMA (Lightning asks again at each run)."""
+        """The training callbacks: ``StopOnNonFiniteLoss`` always; ``ResumeState`` of the
+        trainer's data module (epoch order, exact resume), ``WarmupEMA`` when
+        ``optim.ema_decay > 0``, ``FreezeBatchNorm`` when ``optim.freeze_bn_at`` is set. Made
+        once per module, so a ``validate`` after ``fit`` keeps the same EMA (Lightning asks
+        again at each run)."""
         if self._own_callbacks is None:
             cfg, data = self.optim_cfg, self.trainer.datamodule
-            callbacks: list[pl.Callback] = [ResumeState(data)] if data is not None else []
+            callbacks: list[pl.Callback] = [StopOnNonFiniteLoss()]
+            if data is not None:
+                callbacks.append(ResumeState(data))
             if (cfg.get("ema_decay") or 0) > 0:
                 callbacks.append(WarmupEMA(cfg["ema_decay"]))
             if cfg.get("freeze_bn_at") is not None:

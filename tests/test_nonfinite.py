@@ -1,0 +1,43 @@
+"""Non-finite numbers stop loudly: in a recipe before anything runs, in a loss at its step."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from distill.cli import main
+from distill.config import load_recipe
+from distill.errors import RecipeError
+
+
+@pytest.mark.parametrize("override,key", [
+    ("optim.lr=inf", "'optim.lr' is inf"),
+    ("distill.weight.end=nan", "'distill.weight.end' is nan"),
+    ("data.augment.scale_range=[0.5,-.inf]", "'data.augment.scale_range[1]' is -inf"),
+])
+def test_a_non_finite_setting_is_refused_naming_its_key(override, key):
+    with pytest.raises(RecipeError, match=re.escape(f"{key}, expected a finite number")):
+        load_recipe(None, [override])
+
+
+def test_a_run_whose_loss_turns_nan_stops_non_zero_naming_the_step(tmp_path, capsys):
+    code = main(["train", "recipes/quickstart.yaml", f"data.root={tmp_path / 'data'}",
+                 f"output_dir={tmp_path / 'runs'}", "name=nan", "logger=csv",
+                 "trainer.progress_bar=false", "data.synthetic.num_train=16",
+                 "data.synthetic.num_val=4", "data.num_workers=0", "trainer.epochs=3",
+                 "optim.lr=1e30", "optim.warmup_epochs=0"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "the training loss is nan" in err and "step 2 (epoch 2" in err
+    last = tmp_path / "runs" / "nan" / "checkpoints" / "last.ckpt"
+    assert f"checkpoint written before this step: {last}" in err and last.is_file()
+    assert not (tmp_path / "runs" / "nan" / "metrics.json").exists()  # not a finished run
+
+    def strict(constant: str):
+        raise ValueError(f"{constant} in history.json")
+
+    history = json.loads((tmp_path / "runs" / "nan" / "history.json").read_text(),
+                         parse_constant=strict)
+    assert [row["epoch"] for row in history["epochs"]] == [1]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -394,6 +395,13 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as err:
         print(f"distill {args.command}: error: {err}", file=sys.stderr)
         return 1
+    except SystemExit as err:  # Lightning ends a run on SIGTERM with a bare SystemExit (code 0)
+        if type(err).__name__ != "SIGTERMException":
+            raise
+        print(f"distill {args.command}: stopped by SIGTERM before the run finished (no metrics "
+              "or report written). Run the same command with resume=true to continue from "
+              "the run folder's checkpoints/last.ckpt.", file=sys.stderr)
+        return 128 + signal.SIGTERM
 
 
 if __name__ == "__main__":

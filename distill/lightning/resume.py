@@ -21,6 +21,8 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Checkpoint
+from pytorch_lightning.trainer.states import RunningStage
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from distill.checkpoints import read_checkpoint
 from distill.io import save_torch_atomic
@@ -91,6 +93,18 @@ class LastCheckpoint(Checkpoint):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.global_step != self._saved_step:
             self._save(trainer)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                     exception: BaseException) -> None:
+        """On SIGTERM (Lightning stops between training steps): save the state after the last
+        finished step, so ``resume: true`` continues exactly there. Not on other exceptions (a
+        diverged loss must not overwrite the last good state), nor during validation."""
+        if (isinstance(exception, SIGTERMException)
+                and trainer.state.stage == RunningStage.TRAINING
+                and trainer.global_step != self._saved_step):
+            self._save(trainer)
+            print(f"SIGTERM: the state after step {trainer.global_step} is saved in "
+                  f"{self.path}", flush=True)
 
 
 def rng_states() -> dict[str, Any]:

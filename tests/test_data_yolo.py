@@ -251,3 +251,50 @@ def test_aquarium_roboflow_export_counts_match_the_label_files():
         assert summary[split]["dropped_objects"] == 0 and summary[split]["dropped_images"] == 0
     assert summary["train"]["objects"] == sum(count_label_lines(root / "train/labels",
                                                                  names).values())
+
+
+# --------------------------------------------------------------------------- labels found or not
+
+
+def test_ultralytics_layout_with_an_images_link_finds_the_labels_beside_it(tmp_path):
+    """COCO128 as Ultralytics ships it: ``path: .``, ``train: images/train2017``, ``images`` a
+    link to ``../images``, ``labels/train2017`` in the dataset folder: labels come from the
+    path as written, not from where the link points."""
+    write_split(tmp_path / "store" / "x", IMAGES)
+    shared = tmp_path / "images"
+    (tmp_path / "store" / "x" / "images").rename(tmp_path / "store" / "train2017")
+    shared.mkdir()
+    (tmp_path / "store" / "train2017").rename(shared / "train2017")
+    ds = tmp_path / "coco128"
+    (ds / "labels").mkdir(parents=True)
+    (tmp_path / "store" / "x" / "labels").rename(ds / "labels" / "train2017")
+    os.symlink("../images", ds / "images")
+    data = write_data_yaml(ds / "data.yaml", path=".", train="images/train2017",
+                           val="images/train2017", names=list(CLASSES))
+    idx = parse_yolo(data, "train")
+    assert idx.samples[0].image_path == ds / "images" / "train2017" / "a.png"
+    assert per_class(idx) == {"cat": 1, "dog": 2}
+
+
+def test_a_split_whose_label_files_are_mostly_missing_stops_naming_where_it_looked(tmp_path):
+    root = tmp_path / "export"
+    yaml_path = write_roboflow(root)
+    for txt in (root / "train" / "labels").glob("*.txt"):
+        txt.unlink()
+    with pytest.raises(DatasetError, match=r"split 'train': 3 of 3 images have no label file "
+                                           r"\(e\.g\. .*train/labels/a\.txt does not exist\)"):
+        parse_yolo(yaml_path, "train")
+    # one background image without a label file among three is allowed and counted
+    write_split(root / "train", IMAGES[:2])
+    assert len(parse_yolo(yaml_path, "train")) == 3
+
+
+def test_a_split_of_empty_label_files_stops_before_training(tmp_path):
+    root = tmp_path / "export"
+    write_roboflow(root)
+    for txt in (root / "valid" / "labels").glob("*.txt"):
+        txt.write_text("")
+    data = DetectionDataModule(DataConfig(format="yolo", root=str(root), train="train",
+                                          val="val", num_workers=0), image_size=128)
+    with pytest.raises(DatasetError, match=r"val split 'val' has 3 images and not one object"):
+        data.setup()

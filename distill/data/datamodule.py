@@ -64,9 +64,16 @@ class DetectionDataModule(pl.LightningDataModule):
     def _parse(self, which: str, class_names: list[str] | None) -> DatasetIndex:
         cfg = self.cfg
         limit = cfg.max_train_images if which == "train" else cfg.max_val_images
-        return self.format.parse(Path(cfg.root), self._split_name(which), self.settings,
-                                 class_names, bad_samples=cfg.bad_samples, max_images=limit,
-                                 verify_images=cfg.verify_images)
+        index = self.format.parse(Path(cfg.root), self._split_name(which), self.settings,
+                                  class_names, bad_samples=cfg.bad_samples, max_images=limit,
+                                  verify_images=cfg.verify_images)
+        if index.samples and not any(len(s.labels) for s in index.samples):
+            raise DatasetError(
+                f"{cfg.format} {cfg.root}: {which} split {self._split_name(which)!r} has "
+                f"{len(index.samples)} images and not one object: nothing to train or measure "
+                f"on. Check that its annotations are where the {cfg.format} format looks for "
+                "them (`distill data RECIPE` shows what was read)")
+        return index
 
     def _check_val_classes(self, train: DatasetIndex) -> None:
         """Classes found in val that train lacks (formats whose classes come from the objects)."""

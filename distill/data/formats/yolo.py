@@ -99,14 +99,16 @@ def label_path(image_path: PathLike) -> Path:
 def resolve_split_path(base: PathLike, value: str) -> tuple[Path, list[Path]]:
     """Where split entry ``value`` points, and every path tried, as Ultralytics resolves it.
 
-    ``(base / value).resolve()`` (``value`` itself when absolute); when that does not exist and
-    ``value`` starts with ``../``, ``(base / value[3:]).resolve()`` (Roboflow's
-    ``train: ../train/images`` beside ``data.yaml``). The first path tried that exists is
-    returned, else the last one.
+    ``base / value`` made absolute (``value`` itself when absolute); when that does not exist
+    and ``value`` starts with ``../``, ``base / value[3:]`` (Roboflow's ``train:
+    ../train/images`` beside ``data.yaml``). The first path tried that exists is returned, else
+    the last one. Paths stay as written (``..`` folded, symbolic links not followed), so the
+    ``/images/`` -> ``/labels/`` rule applies to the layout the user sees: with ``images``
+    a link to another folder, the labels are still looked for beside it (COCO128's layout).
     """
-    tried = [(Path(base) / value).resolve()]
+    tried = [Path(os.path.abspath(Path(base) / value))]
     if not tried[0].exists() and value.startswith("../"):
-        tried.append((Path(base) / value[3:]).resolve())
+        tried.append(Path(os.path.abspath(Path(base) / value[3:])))
     return tried[-1], tried
 
 
@@ -168,6 +170,22 @@ def _read_labels(raw: RawSample, path: Path, num_classes: int) -> None:
         raw.objects.append(obj)
 
 
+MAX_MISSING_LABELS = 0.5  # more images than this share without a label file: a wrong layout
+
+
+def check_label_files(yaml_path: Path, split: str, images: int, missing: list[Path]) -> None:
+    """Stop when most of a split's images have no label file: the labels are elsewhere than
+    YOLO's rule looks (a few images without one are background images, and allowed)."""
+    if len(missing) <= MAX_MISSING_LABELS * images:
+        return
+    raise DatasetError(
+        f"{yaml_path}: split {split!r}: {len(missing)} of {images} images have no label file "
+        f"(e.g. {missing[0]} does not exist). Labels are looked for where YOLO looks: the last "
+        "'/images/' of an image's path becomes '/labels/' and the extension '.txt'; expected a "
+        "labels/ folder beside images/ with one .txt per image (an empty .txt marks an image "
+        "without objects)")
+
+
 def parse_yolo(
     data_yaml: PathLike,
     split: str,
@@ -191,13 +209,16 @@ def parse_yolo(
     images = take_first(_image_list(data["path"], data[split], yaml_path, split), max_images)
     if not images:
         raise DatasetError(f"{yaml_path}: split {split!r} has no images")
-    raws = []
+    raws, missing = [], []
     for index, image in enumerate(images):
         labels = label_path(image)
         raw = RawSample(str(labels), image, image_id=index)
         if labels.is_file():
             _read_labels(raw, labels, len(names))
+        else:
+            missing.append(labels)
         raws.append(raw)
+    check_label_files(yaml_path, split, len(images), missing)
     return validate_samples(
         raws,
         names,

@@ -95,6 +95,29 @@ def load_state_strict(
     module.load_state_dict(state, strict=True)
 
 
+def saved_class_names(checkpoint: dict[str, Any]) -> list[str] | None:
+    """The class names a checkpoint was trained on; None where it saved none (or only a
+    count, as ``distill import-effdet`` does)."""
+    hparams = checkpoint.get("hyper_parameters")
+    names = hparams.get("class_names") if isinstance(hparams, dict) else None
+    return [str(n) for n in names] if isinstance(names, (list, tuple)) and names else None
+
+
+def check_class_names(saved: list[str] | None, used: list[str], source: str | Path,
+                      used_by: str) -> None:
+    """Refuse a checkpoint trained on other classes (or the same in another order) than
+    ``used`` (what ``used_by`` gives), naming both lists; nothing to compare when ``saved`` is
+    None."""
+    if saved is None or list(saved) == list(used):
+        return
+    order = " (the same names in another order)" if sorted(saved) == sorted(used) else ""
+    raise RecipeError(
+        f"{source}: trained on the classes {list(saved)}, but {used_by} has {list(used)}"
+        f"{order}; class i of the model would be read as class i of the data, so every number "
+        "would be wrong. Use the checkpoint with data of its classes, or set the class list "
+        "(data.classes) in the checkpoint's order")
+
+
 @dataclass
 class DetectorCheckpoint:
     """What a detector checkpoint holds: the recipe's ``model`` section it was built from, the

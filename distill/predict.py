@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from distill.checkpoints import check_class_names
 from distill.errors import RecipeError
 from distill.images import draw_detections, find_images, read_image, save_image
 from distill.inference import Detections, load_detector
@@ -33,10 +34,11 @@ def _common_root(files: list[Path]) -> Path:
     return Path(os.path.commonpath(parents))
 
 
-def coco_ids(path: str | os.PathLike, files: list[Path], root: Path, num_classes: int
+def coco_ids(path: str | os.PathLike, files: list[Path], root: Path, class_names: list[str]
              ) -> tuple[list[int], list[int]]:
     """``(image ids per file, category id per label)`` from the COCO annotation file ``path``:
-    images matched by their ``file_name`` (relative to ``root``, or the base name)."""
+    images matched by their ``file_name`` (relative to ``root``, or the base name); its
+    categories (by id) must be the checkpoint's ``class_names``, in that order."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -45,13 +47,17 @@ def coco_ids(path: str | os.PathLike, files: list[Path], root: Path, num_classes
         for entry in images:
             by_name[str(entry["file_name"])] = int(entry["id"])
             by_name.setdefault(Path(str(entry["file_name"])).name, int(entry["id"]))
-        category_ids = sorted(int(c["id"]) for c in categories)
+        by_id = sorted((int(c["id"]), str(c["name"])) for c in categories)
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise RecipeError(f"--coco {path}: expected a COCO annotation JSON with 'images' "
-                          f"(id, file_name) and 'categories' (id): {err}") from err
-    if len(category_ids) != num_classes:
-        raise RecipeError(f"--coco {path}: {len(category_ids)} categories, but the checkpoint "
-                          f"has {num_classes} classes")
+                          f"(id, file_name) and 'categories' (id, name): {err}") from err
+    placeholders = class_names == [f"class_{i}" for i in range(len(class_names))]
+    check_class_names(None if placeholders else class_names, [name for _, name in by_id],
+                      "the checkpoint", f"--coco {path} (its categories by id)")
+    if len(by_id) != len(class_names):
+        raise RecipeError(f"--coco {path}: {len(by_id)} categories, but the checkpoint has "
+                          f"{len(class_names)} classes")
+    category_ids = [cid for cid, _ in by_id]
     ids = []
     for file in files:
         rel = file.resolve().relative_to(root).as_posix()
@@ -88,7 +94,7 @@ def run_predict(checkpoint: str | os.PathLike, source: str | os.PathLike,
     root = _common_root(files)
     names = [f.resolve().relative_to(root).as_posix() for f in files]
     if coco is not None:
-        image_ids, category_ids = coco_ids(coco, files, root, len(predictor.class_names))
+        image_ids, category_ids = coco_ids(coco, files, root, predictor.class_names)
     else:
         image_ids, category_ids = list(range(1, len(files) + 1)), None
     drawn_dir = out / "images"

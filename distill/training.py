@@ -15,7 +15,13 @@ import torch
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
-from distill.checkpoints import check_state_fits, load_state_strict, read_checkpoint
+from distill.checkpoints import (
+    check_class_names,
+    check_state_fits,
+    load_state_strict,
+    read_checkpoint,
+    saved_class_names,
+)
 from distill.config import ModelConfig, Recipe, recipe_to_yaml
 from distill.data import DetectionDataModule
 from distill.errors import RecipeError
@@ -319,6 +325,8 @@ def evaluate(recipe: Recipe, checkpoint_path: str | Path, output: str | Path | N
     path = Path(checkpoint_path)
     checkpoint = read_checkpoint(path)
     data = prepare_data(recipe)
+    check_class_names(saved_class_names(checkpoint), data.class_names, path,
+                      f"the recipe's data ({recipe.data.format} {recipe.data.root})")
     module = DetectionModule(recipe, data.class_names)
     what = f"model '{recipe.model.name}' with {data.num_classes} classes"
     state = checkpoint["state_dict"]

@@ -145,7 +145,7 @@ def check_link(recipe: Recipe, data: DetectionDataModule, batches: int, path: Pa
     validation batches (None: none yet, ``pending`` says how they will come; the teacher is
     built untrained to check the pairing). Prints a report; returns it as a dict."""
     if path is not None:
-        teacher = load_teacher(recipe, data.num_classes, path)
+        teacher = load_teacher(recipe, data.num_classes, path, data.class_names)
     else:
         teacher = build_detector(recipe.teacher.model, data.num_classes)
     module = DistillationModule(recipe, data.class_names, teacher=teacher, terms=terms)

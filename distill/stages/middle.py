@@ -42,7 +42,8 @@ class MiddleStage(Stage):
         recipe, prev, entry = ctx.recipe, self.link.teacher, self.link.student
         if entry.spec.checkpoint:
             own = link_recipe(recipe, entry, recipe.model, entry.spec.checkpoint)
-            return obtain_teacher(own, ctx.num_classes, stage_dir, self.name)
+            return obtain_teacher(own, ctx.num_classes, stage_dir, self.name,
+                                  class_names=ctx.data.class_names)
         middle = self.link.recipe(recipe, ctx.teacher.path, name=f"{recipe.name}-{self.name}",
                                   epochs=chain_epochs(recipe, entry))
         print(f"== stage {self.name}: {entry.spec.name} ({entry.key}) taught by {prev.spec.name}")

@@ -12,7 +12,13 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from distill.checkpoints import load_state_strict, load_weights_file, read_checkpoint
+from distill.checkpoints import (
+    check_class_names,
+    load_state_strict,
+    load_weights_file,
+    read_checkpoint,
+    saved_class_names,
+)
 from distill.config import Recipe, recipe_to_dict
 from distill.errors import RecipeError
 from distill.lightning.detection import build_detector
@@ -87,8 +93,9 @@ def teacher_checkpoint(recipe: Recipe) -> Path | None:
     return None
 
 
-def teacher_state(recipe: Recipe, path: Path) -> dict[str, torch.Tensor]:
-    """The teacher's weights (detector keys) from a `distill` checkpoint or an effdet file."""
+def teacher_state(recipe: Recipe, path: Path) -> tuple[dict[str, torch.Tensor], list[str] | None]:
+    """The teacher's weights (detector keys) from a `distill` checkpoint or an effdet file, and
+    the class names the checkpoint was trained on (None where it saved none)."""
     name = recipe.teacher.model.name
     raw = load_weights_file(path)
     if isinstance(raw, dict) and "state_dict" not in raw and is_effdet_state_dict(raw):
@@ -97,24 +104,30 @@ def teacher_state(recipe: Recipe, path: Path) -> dict[str, torch.Tensor]:
                 f"teacher.checkpoint {path} holds effdet weights, but teacher.model.name '{name}' "
                 f"is not an effdet configuration; use one of {', '.join(EFFDET_VARIANTS)}"
             )
-        return convert_effdet_state_dict(raw, variant=name)  # the file's class count
-    state = read_checkpoint(path)["state_dict"]
+        return convert_effdet_state_dict(raw, variant=name), None  # the file's class count
+    checkpoint = read_checkpoint(path)
+    state = checkpoint["state_dict"]
     model_state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
-    return model_state or state
+    return model_state or state, saved_class_names(checkpoint)
 
 
-def load_teacher(recipe: Recipe, num_classes: int, path: Path) -> nn.Module:
+def load_teacher(recipe: Recipe, num_classes: int, path: Path,
+                 class_names: list[str] | None = None) -> nn.Module:
     """Build the teacher and load its weights strictly (``weights_only=True``) from ``path``:
-    a `distill train` / `distill run` / `distill import-effdet` checkpoint or an effdet file."""
+    a `distill train` / `distill run` / `distill import-effdet` checkpoint or an effdet file.
+    With ``class_names`` (the data's), a checkpoint trained on other classes is refused."""
+    state, saved = teacher_state(recipe, path)
+    if class_names is not None:
+        check_class_names(saved, class_names, f"teacher.checkpoint {path}", "the recipe's data")
     teacher = build_detector(recipe.teacher.model, num_classes=num_classes)
     what = (f"teacher '{recipe.teacher.model.name}' with {num_classes} classes (for effdet "
             f"weights of another class set: distill import-effdet --class-indices)")
-    load_state_strict(teacher, teacher_state(recipe, path), f"teacher.checkpoint {path}", what)
+    load_state_strict(teacher, state, f"teacher.checkpoint {path}", what)
     return teacher.eval()
 
 
-def obtain_teacher(recipe: Recipe, num_classes: int, run_dir: Path, stage: str = "teacher"
-                   ) -> Teacher:
+def obtain_teacher(recipe: Recipe, num_classes: int, run_dir: Path, stage: str = "teacher",
+                   class_names: list[str] | None = None) -> Teacher:
     """Reuse the recipe's (or a cached) teacher checkpoint, or train one; with its metrics.
     ``stage`` names it in the log (a chain obtains its teachers and middle baselines here)."""
     path = teacher_checkpoint(recipe)
@@ -132,7 +145,7 @@ def obtain_teacher(recipe: Recipe, num_classes: int, run_dir: Path, stage: str =
         metrics = {**metrics, **evaluate(teacher_recipe(recipe), path,
                                          output=run_dir / "teacher-eval.json")}
     metrics["checkpoint"] = str(path)
-    return Teacher(load_teacher(recipe, num_classes, path), path, metrics)
+    return Teacher(load_teacher(recipe, num_classes, path, class_names), path, metrics)
 
 
 def check_teacher_quality(recipe: Recipe, metrics: dict, run_dir: Path, rows: StageRows
@@ -166,7 +179,8 @@ class TeacherStage(Stage):
         recipe, entry = ctx.recipe, self.entry
         single = recipe if entry is None else link_recipe(recipe, entry, recipe.model,
                                                           entry.spec.checkpoint)
-        teacher = obtain_teacher(single, ctx.num_classes, ctx.run_dir)
+        teacher = obtain_teacher(single, ctx.num_classes, ctx.run_dir,
+                                 class_names=ctx.data.class_names)
         result = StageResult(teacher=teacher)
         if entry is not None:  # a chain entry's row is at its own input size
             row = stage_row(entry.model, None, teacher.metrics, ctx.num_classes)

@@ -8,11 +8,13 @@ run folder, the teacher-quality gate between stages and the report.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from distill.config import Recipe, recipe_to_dict, recipe_to_yaml
 from distill.data import DetectionDataModule
 from distill.io import write_text_atomic
+from distill.locks import folder_lock
 from distill.report import format_report_table, log_report_to_wandb, write_report
 from distill.stages import (
     BaselineStage,
@@ -82,6 +84,12 @@ def run(recipe: Recipe) -> dict[str, Any]:
     check_links(recipe, links, data, batches=4)
     stages = plan(recipe, links)
     run_dir = new_run_dir(recipe)
+    with folder_lock(run_dir):  # a second run on this folder stops here, naming this one
+        return _run_stages(recipe, links, data, stages, run_dir)
+
+
+def _run_stages(recipe: Recipe, links: list, data: DetectionDataModule, stages: list,
+                run_dir: Path) -> dict[str, Any]:
     print(f"run folder: {run_dir}")
     extra: dict[str, Any] = {"recipe": recipe.name, "run_dir": str(run_dir),
                              "terms": links[-1].term_names}

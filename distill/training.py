@@ -34,6 +34,7 @@ from distill.lightning.image_logging import ValidationImageLogger
 from distill.lightning.progress import EpochSummary
 from distill.lightning.resume import AtomicCheckpointIO, LastCheckpoint
 from distill.lightning.sync_bn import GlobalSyncBatchNorm
+from distill.locks import folder_lock
 from distill.models import build_model, list_models
 
 
@@ -217,6 +218,12 @@ def fit(
     ``last_checkpoint`` holds those final weights, ``best_checkpoint`` the best validated ones
     (None when no validation ran), ``checkpoint`` is ``last_checkpoint``.
     """
+    with folder_lock(run_dir):
+        return _fit(recipe, module, data, run_dir, extra_callbacks)
+
+
+def _fit(recipe: Recipe, module: DetectionModule, data: DetectionDataModule, run_dir: Path,
+         extra_callbacks: list | None) -> dict[str, Any]:
     folder = run_dir / "checkpoints"
     checkpoint_io = AtomicCheckpointIO()
     last = folder / "last.ckpt"

@@ -22,6 +22,7 @@ from distill.checkpoints import (
 from distill.config import Recipe, recipe_to_dict
 from distill.errors import RecipeError
 from distill.lightning.detection import build_detector
+from distill.locks import folder_lock
 from distill.models.effdet_import import (
     EFFDET_VARIANTS,
     convert_effdet_state_dict,
@@ -134,10 +135,14 @@ def obtain_teacher(recipe: Recipe, num_classes: int, run_dir: Path, stage: str =
     metrics: dict[str, Any] = {}
     if path is None:
         cache = teacher_cache_dir(recipe)
-        print(f"== stage {stage}: training {recipe.teacher.model.name} into {cache}")
-        metrics = train(teacher_recipe(recipe), run_dir=cache)
-        path = trained_checkpoint(metrics, recipe.teacher.use)
-    elif (path.parent.parent / "metrics.json").is_file() and not recipe.teacher.checkpoint:
+        with folder_lock(cache, wait=True):  # another run training this teacher: reuse it after
+            path = teacher_checkpoint(recipe)
+            if path is None:
+                print(f"== stage {stage}: training {recipe.teacher.model.name} into {cache}")
+                metrics = train(teacher_recipe(recipe), run_dir=cache)
+                path = trained_checkpoint(metrics, recipe.teacher.use)
+    if not metrics and (path.parent.parent / "metrics.json").is_file() \
+            and not recipe.teacher.checkpoint:
         print(f"== stage {stage}: reusing {path} (same teacher recipe as an earlier run)")
         metrics = OmegaConf.to_container(OmegaConf.load(path.parent.parent / "metrics.json"))
     if not metrics or recipe.teacher.use == "best":  # a training's metrics are its last weights'

@@ -217,6 +217,7 @@ RECIPE_CHECKS = Registry("recipe check", entry_point_group="distill.recipe_check
 
 _AT_LEAST_1, _AT_LEAST_0 = (lambda v: v >= 1, "a positive number"), (lambda v: v >= 0, ">= 0")
 _FRACTION = (lambda v: 0 < v < 1, "a fraction in (0, 1)")
+_PROBABILITY = (lambda v: 0 <= v <= 1, "a probability in [0, 1]")
 # numeric keys and what they must be (null values of optional keys are not checked)
 LIMITS: dict[str, tuple[Any, str]] = {
     "trainer.epochs": _AT_LEAST_1,
@@ -228,6 +229,14 @@ LIMITS: dict[str, tuple[Any, str]] = {
     "trainer.grad_clip": _AT_LEAST_0,
     "trainer.checkpoint_every_steps": (lambda v: v >= 0,
                                        "0 (epoch ends only) or a positive number of steps"),
+    "trainer.limit_val_batches": (
+        lambda v: v > 0 and (v <= 1 or float(v).is_integer()),
+        "a fraction in (0, 1] or a whole number of batches (validation measures the run: it "
+        "cannot be 0)"),
+    "data.augment.hflip": _PROBABILITY,
+    "data.augment.mosaic": _PROBABILITY,
+    "data.augment.mixup": _PROBABILITY,
+    "data.augment.color_jitter": _AT_LEAST_0,
     "data.batch_size": _AT_LEAST_1,
     "data.val_batch_size": _AT_LEAST_1,
     "data.num_workers": _AT_LEAST_0,

@@ -41,3 +41,16 @@ def test_a_run_whose_loss_turns_nan_stops_non_zero_naming_the_step(tmp_path, cap
     history = json.loads((tmp_path / "runs" / "nan" / "history.json").read_text(),
                          parse_constant=strict)
     assert [row["epoch"] for row in history["epochs"]] == [1]
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("trainer.limit_val_batches=0", "'trainer.limit_val_batches' is 0.0, expected a fraction"),
+    ("trainer.limit_val_batches=2.5", "'trainer.limit_val_batches' is 2.5, expected a fraction"),
+    ("data.augment.hflip=1.5", "'data.augment.hflip' is 1.5, expected a probability in [0, 1]"),
+    ("data.augment.mosaic=-1", "'data.augment.mosaic' is -1.0, expected a probability"),
+    ("data.augment.color_jitter=-0.1", "'data.augment.color_jitter' is -0.1, expected >= 0"),
+])
+def test_values_that_reach_torch_are_checked_naming_the_key(override, expected):
+    with pytest.raises(RecipeError, match=re.escape(expected)):
+        load_recipe(None, [override])
+    load_recipe(None, ["trainer.limit_val_batches=3", "data.augment.mosaic=0.5"])  # valid ones

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-__all__ = ["load_detector"]
+__all__ = ["__version__", "load_detector"]
+
+try:
+    __version__ = version("distill-det")
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "unknown"
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,35 @@
+"""The command line as users expect it: --version, the resolved recipe, exit codes."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+import distill
+from distill.cli import main
+from distill.config import load_recipe, recipe_to_dict
+
+
+def test_version_is_the_package_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"distill {distill.__version__}"
+    assert distill.__version__ not in ("", "unknown")  # installed: its metadata is found
+
+
+def test_config_prints_the_resolved_recipe_which_loads_back_the_same(tmp_path, capsys):
+    overrides = ["trainer.epochs=3", "data.augment.mosaic=0.5"]
+    assert main(["config", "recipes/damo_quickstart.yaml", *overrides]) == 0
+    printed = capsys.readouterr().out
+    values = yaml.safe_load(printed)
+    assert values["trainer"]["epochs"] == 3 and values["model"]["name"] == "damo_yolo_pico"
+    assert values["teacher"]["model"]["name"] == "efficientdet_d0"  # from the recipe, not base
+    (tmp_path / "resolved.yaml").write_text(printed)
+    expected = recipe_to_dict(load_recipe("recipes/damo_quickstart.yaml", overrides))
+    assert recipe_to_dict(load_recipe(tmp_path / "resolved.yaml")) == expected
+
+
+def test_config_with_a_bad_key_exits_2_naming_it(capsys):
+    assert main(["config", "recipes/quickstart.yaml", "trainer.epoch=3"]) == 2
+    assert "unknown key 'trainer.epoch'" in capsys.readouterr().err

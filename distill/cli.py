@@ -174,9 +174,39 @@ def _add_predict_export(sub: argparse._SubParsersAction) -> None:
     exp.set_defaults(func=commands.cmd_export)
 
 
+# flags other tools take for what is a recipe key here
+FLAG_KEYS = {"epochs": "trainer.epochs", "devices": "trainer.devices", "gpus": "trainer.devices",
+             "batch-size": "data.batch_size", "batch_size": "data.batch_size", "lr": "optim.lr",
+             "seed": "seed", "precision": "trainer.precision", "image-size": "model.image_size",
+             "imgsz": "model.image_size", "output-dir": "output_dir", "name": "name",
+             "resume": "resume", "workers": "data.num_workers", "num-workers": "data.num_workers"}
+
+
+def extra_overrides(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                    unknown: list[str]) -> None:
+    """``key=value`` words after an option (``distill eval R --checkpoint X key=value``) join
+    the overrides; a flag the command does not take stops with the recipe key to use."""
+    for i, word in enumerate(unknown):
+        if word.startswith("-"):
+            flag = word.lstrip("-").split("=")[0]
+            value = word.split("=", 1)[1] if "=" in word else (
+                unknown[i + 1] if i + 1 < len(unknown) and "=" not in unknown[i + 1] else "...")
+            key = FLAG_KEYS.get(flag) if hasattr(args, "overrides") else None
+            hint = (f"set the recipe key instead: {key}={value}" if key else
+                    "recipe settings are key=value words (`distill config RECIPE` lists them)"
+                    if hasattr(args, "overrides") else f"see distill {args.command} --help")
+            parser.error(f"{args.command}: {word} is not an option of this command; {hint}")
+    for word in unknown:
+        if "=" not in word or not hasattr(args, "overrides"):
+            parser.error(f"{args.command}: unrecognized argument {word!r}")
+        args.overrides.append(word)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``distill`` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    extra_overrides(parser, args, unknown)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     try:
         return args.func(args)

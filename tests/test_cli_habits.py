@@ -33,3 +33,22 @@ def test_config_prints_the_resolved_recipe_which_loads_back_the_same(tmp_path, c
 def test_config_with_a_bad_key_exits_2_naming_it(capsys):
     assert main(["config", "recipes/quickstart.yaml", "trainer.epoch=3"]) == 2
     assert "unknown key 'trainer.epoch'" in capsys.readouterr().err
+
+
+def test_overrides_after_an_option_are_overrides(tmp_path, capsys):
+    # eval reads them: a missing checkpoint is reported after the overrides were accepted
+    code = main(["eval", "recipes/quickstart.yaml", "--checkpoint", str(tmp_path / "x.ckpt"),
+                 "data.batch_size=4", "trainer.epoch=1"])
+    assert code == 2 and "unknown key 'trainer.epoch'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("words,hint", [
+    (["--epochs", "3"], "--epochs is not an option of this command; set the recipe key instead: "
+                        "trainer.epochs=3"),
+    (["--devices=2"], "set the recipe key instead: trainer.devices=2"),
+    (["--frobnicate"], "recipe settings are key=value words"),
+])
+def test_a_flag_from_other_tools_answers_with_the_recipe_key(words, hint, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["train", "recipes/quickstart.yaml", *words])
+    assert done.value.code == 2 and hint in capsys.readouterr().err

@@ -322,6 +322,20 @@ def train(recipe: Recipe, run_dir: Path | None = None) -> dict[str, Any]:
     return fit(recipe, module, data, run_dir)
 
 
+def check_saved_model(checkpoint: dict, recipe: Recipe, path: Path) -> None:
+    """Refuse a checkpoint of another model than the recipe builds, naming both (rather than
+    the hundreds of keys that would not fit)."""
+    hparams = checkpoint.get("hyper_parameters")
+    saved = hparams.get("recipe", {}).get("model") if isinstance(hparams, dict) else None
+    if not isinstance(saved, dict) or saved.get("name") in (None, recipe.model.name):
+        return
+    size = f" at {saved['image_size']} px" if saved.get("image_size") else ""
+    raise RecipeError(
+        f"{path} holds the model {saved['name']}{size}, but the recipe builds "
+        f"{recipe.model.name}; evaluate it with the recipe it was trained with, or "
+        f"model.name={saved['name']}")
+
+
 def evaluate(recipe: Recipe, checkpoint_path: str | Path, output: str | Path | None = None) -> dict:
     """Evaluate a checkpoint on the recipe's validation split and write a metrics JSON.
 
@@ -334,6 +348,7 @@ def evaluate(recipe: Recipe, checkpoint_path: str | Path, output: str | Path | N
     data = prepare_data(recipe)
     check_class_names(saved_class_names(checkpoint), data.class_names, path,
                       f"the recipe's data ({recipe.data.format} {recipe.data.root})")
+    check_saved_model(checkpoint, recipe, path)
     module = DetectionModule(recipe, data.class_names)
     what = f"model '{recipe.model.name}' with {data.num_classes} classes"
     state = checkpoint["state_dict"]

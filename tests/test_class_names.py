@@ -63,3 +63,12 @@ def test_predict_coco_refuses_categories_of_other_names(tmp_path):
     assert coco_ids(coco, [image], tmp_path.resolve(), ["class_0", "class_1"])[1] == [3, 7]
     with pytest.raises(RecipeError, match="2 categories, but the checkpoint has 3 classes"):
         coco_ids(coco, [image], tmp_path.resolve(), ["class_0", "class_1", "class_2"])
+
+
+def test_eval_of_another_models_checkpoint_names_both_models(tmp_path):
+    path = save_module(tiny_module(tmp_path), tmp_path / "dm3.ckpt")  # efficientdet_dm3
+    recipe = tiny_recipe(tmp_path, **{"model.name": "efficientdet_dm2"})
+    with pytest.raises(RecipeError, match=r"dm3.ckpt holds the model efficientdet_dm3 at 128 px, "
+                                          r"but the recipe builds efficientdet_dm2; .*"
+                                          r"model.name=efficientdet_dm3"):
+        evaluate(recipe, path)

@@ -213,6 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     except (RecipeError, ValueError, FileNotFoundError) as err:
         print(f"distill {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a path the user gave: disk full, read-only, a folder, missing
+        where = err.filename or "a file"
+        print(f"distill {args.command}: error: {where}: {err.strerror or err}; check that the "
+              "path exists, is what the command expects (a file or a folder), can be written "
+              "and that its disk has room", file=sys.stderr)
+        return 2
     except TrainingDiverged as err:
         print(f"distill {args.command}: error: {err}", file=sys.stderr)
         return 1

@@ -52,3 +52,11 @@ def test_a_flag_from_other_tools_answers_with_the_recipe_key(words, hint, capsys
     with pytest.raises(SystemExit) as done:
         main(["train", "recipes/quickstart.yaml", *words])
     assert done.value.code == 2 and hint in capsys.readouterr().err
+
+
+def test_an_os_error_on_a_users_path_is_one_line_naming_it(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert main(["data", "recipes/quickstart.yaml", f"data.root={blocker / 'data'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(blocker) in err and "Traceback" not in err

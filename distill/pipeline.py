@@ -8,6 +8,7 @@ run folder, the teacher-quality gate between stages and the report.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from distill.stages import (
     check_teacher_quality,
     recipe_links,
 )
-from distill.training import is_rank_zero, new_run_dir, prepare_data
+from distill.training import WANDB_GROUP_ENV, is_rank_zero, new_run_dir, prepare_data
 
 
 def check(recipe: Recipe, data: DetectionDataModule | None = None, batches: int = 4) -> dict:
@@ -84,8 +85,14 @@ def run(recipe: Recipe) -> dict[str, Any]:
     check_links(recipe, links, data, batches=4)
     stages = plan(recipe, links)
     run_dir = new_run_dir(recipe)
-    with folder_lock(run_dir):  # a second run on this folder stops here, naming this one
-        return _run_stages(recipe, links, data, stages, run_dir)
+    group = os.environ.get(WANDB_GROUP_ENV)
+    os.environ[WANDB_GROUP_ENV] = group or f"{recipe.name}:{run_dir.name}"  # one W&B group
+    try:
+        with folder_lock(run_dir):  # a second run on this folder stops here, naming this one
+            return _run_stages(recipe, links, data, stages, run_dir)
+    finally:
+        if group is None:
+            os.environ.pop(WANDB_GROUP_ENV, None)
 
 
 def _run_stages(recipe: Recipe, links: list, data: DetectionDataModule, stages: list,

@@ -242,6 +242,26 @@ def write_report(
     return json_path, md_path
 
 
+def log_artifacts(run: Any, rows: dict[str, dict], run_dir: Path, name: str) -> None:
+    """The report (json, md, pictures) and the distilled student's checkpoint as W&B artifacts
+    of the report run (versioned by W&B; uploaded with the run, or by ``wandb sync``)."""
+    import wandb
+
+    report = wandb.Artifact(f"{name}-report", type="report")
+    for path in [run_dir / "report.json", run_dir / "report.md",
+                 *sorted((run_dir / "plots").glob("*.png"))]:
+        if path.is_file():
+            report.add_file(str(path), name=str(path.relative_to(run_dir)))
+    run.log_artifact(report)
+    student = rows.get("distilled", {}).get("checkpoint")
+    if student and Path(student).is_file():
+        model = wandb.Artifact(f"{name}-student", type="model",
+                               metadata={k: rows["distilled"].get(k)
+                                         for k in ("model", "map", "params", "macs")})
+        model.add_file(student)
+        run.log_artifact(model)
+
+
 def log_report_to_wandb(
     rows: dict[str, dict], run_dir: Path, project: str, name: str, mode: str, config: dict
 ) -> str:
@@ -256,13 +276,15 @@ def log_report_to_wandb(
     columns = ["stage", "model", "map", "map_50", "params", "macs", "latency_ms"]
     data = [[stage, *[rows[stage].get(c) for c in columns[1:]]] for stage in ordered_stages(rows)]
     run = wandb.init(project=project, name=f"{name}:report", dir=str(run_dir), mode=mode,
-                     config=config, job_type="report", reinit="finish_previous")
+                     config=config, job_type="report", reinit="finish_previous",
+                     group=os.environ.get("DISTILL_WANDB_GROUP") or None)
     pictures = {f"report/{png.stem}": wandb.Image(str(png))
                 for png in sorted((Path(run_dir) / "plots").glob("*.png"))}
     run.log({"report": wandb.Table(columns=columns, data=data), **pictures})
     run.summary.update({f"{stage}/{key}": rows[stage].get(key) for stage in rows
                         for key in ("map", "map_50", "latency_ms")})
     run.summary.update({k: v for k, v in compare_stages(rows).items() if v is not None})
+    log_artifacts(run, rows, Path(run_dir), name)
     folder = str(getattr(run, "dir", run_dir))
     run.finish()
     return folder

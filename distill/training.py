@@ -148,6 +148,9 @@ def prepare_data(recipe: Recipe) -> DetectionDataModule:
     return data
 
 
+WANDB_GROUP_ENV = "DISTILL_WANDB_GROUP"  # set by `distill run` for its stages (and DDP workers)
+
+
 def build_logger(recipe: Recipe, run_dir: Path):
     """The recipe's experiment logger (wandb offline by default), or False for none."""
     if recipe.logger == "none":
@@ -167,6 +170,8 @@ def build_logger(recipe: Recipe, run_dir: Path):
         save_dir=str(run_dir),
         offline=recipe.wandb_mode == "offline",
         mode=recipe.wandb_mode,
+        group=os.environ.get(WANDB_GROUP_ENV) or None,  # the stages of one `distill run`
+        job_type=run_dir.name,
     )
 
 

@@ -290,3 +290,42 @@ def test_report_goes_to_an_offline_wandb_run_as_a_table(tmp_path):
     assert table["columns"][:3] == ["stage", "model", "map"]
     assert [row[0] for row in table["data"]] == ["teacher", "baseline"]
     assert table["data"][0][2] == 0.4
+
+
+class ArtifactRun:
+    """Stands in for a wandb run: records ``log_artifact`` calls."""
+
+    def __init__(self) -> None:
+        self.artifacts: list = []
+
+    def log_artifact(self, artifact) -> None:
+        self.artifacts.append(artifact)
+
+
+def test_report_and_student_checkpoint_are_logged_as_artifacts(tmp_path):
+    from distill.report import log_artifacts
+
+    for name in ("report.json", "report.md", "plots/tradeoff.png", "distilled/student.ckpt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    rows = {"distilled": {"model": "damo_yolo_pico", "map": 0.3,
+                          "checkpoint": str(tmp_path / "distilled" / "student.ckpt")}}
+    run = ArtifactRun()
+    log_artifacts(run, rows, tmp_path, "quick")
+    report, model = run.artifacts
+    assert (report.name, report.type) == ("quick-report", "report")
+    assert sorted(report.manifest.entries) == ["plots/tradeoff.png", "report.json", "report.md"]
+    assert (model.name, model.type) == ("quick-student", "model")
+    assert list(model.manifest.entries) == ["student.ckpt"]
+    assert model.metadata["model"] == "damo_yolo_pico"
+
+
+def test_stage_loggers_join_the_runs_wandb_group(tmp_path, monkeypatch):
+    from distill.config import load_recipe
+    from distill.training import WANDB_GROUP_ENV, build_logger
+
+    monkeypatch.setenv(WANDB_GROUP_ENV, "quickstart:quickstart-2")
+    recipe = load_recipe(None, ["wandb_mode=disabled"])
+    logger = build_logger(recipe, tmp_path / "baseline")
+    assert logger._wandb_init["group"] == "quickstart:quickstart-2"
+    assert logger._wandb_init["job_type"] == "baseline"

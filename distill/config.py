@@ -296,6 +296,46 @@ def _check_keys(values: Any, schema: type, source: str, prefix: str = "") -> Non
             _check_keys(value, sub, source, prefix=f"{path}.")
 
 
+# input paths a recipe file may give relative to its own folder
+INPUT_PATHS: tuple[tuple[str, ...], ...] = (
+    ("data", "root"), ("teacher", "checkpoint"), ("model", "backbone_weights"),
+    ("teacher", "model", "backbone_weights"))
+
+
+def _beside(value: Any, folder: Path) -> Any:
+    """``value`` (a path, ``${oc.env:...}`` resolved) as ``folder / value`` when it is relative
+    and something exists there; else unchanged (relative to the current folder)."""
+    if not isinstance(value, str) or not value:
+        return value
+    text = value
+    if "${" in value:
+        try:
+            text = OmegaConf.to_container(OmegaConf.create({"v": value}), resolve=True)["v"]
+        except OmegaConfBaseException:
+            return value  # refers to other keys: left to the merged recipe
+    if not isinstance(text, str) or os.path.isabs(text) or not (folder / text).exists():
+        return value
+    return os.path.normpath(folder.absolute() / text)
+
+
+def _paths_beside(values: dict, folder: Path) -> None:
+    """Relative input paths of one recipe file (``INPUT_PATHS``, the chain's checkpoints) are
+    read beside that file when they exist there, as ``base:`` is; so ``distill data
+    path/to/recipe.yaml`` works from any folder. Outputs (``output_dir``, a dataset still to be
+    generated) and command-line values stay relative to the current folder."""
+    for keys in INPUT_PATHS:
+        node = values
+        for key in keys[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and keys[-1] in node:
+            node[keys[-1]] = _beside(node[keys[-1]], folder)
+    chain = values.get("distill", {}).get("chain") if isinstance(values.get("distill"), dict) \
+        else None
+    for entry in chain if isinstance(chain, list) else []:
+        if isinstance(entry, dict) and "checkpoint" in entry:
+            entry["checkpoint"] = _beside(entry["checkpoint"], folder)
+
+
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     """Read a recipe file and, recursively, the ``base`` recipes it names (base values first)."""
     if not path.is_file():
@@ -314,6 +354,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         )
     base = values.pop("base", None)
     _check_keys(values, Recipe, str(path))
+    _paths_beside(values, path.parent)
     if base is None:
         return values
     base_path = (path.parent / str(base)).resolve()

@@ -237,6 +237,8 @@ LIMITS: dict[str, tuple[Any, str]] = {
     "data.augment.mosaic": _PROBABILITY,
     "data.augment.mixup": _PROBABILITY,
     "data.augment.color_jitter": _AT_LEAST_0,
+    "model.image_size": _AT_LEAST_1,
+    "teacher.model.image_size": _AT_LEAST_1,
     "data.batch_size": _AT_LEAST_1,
     "data.val_batch_size": _AT_LEAST_1,
     "data.num_workers": _AT_LEAST_0,
@@ -389,6 +391,17 @@ def _check_choices(recipe: DictConfig, source: str) -> None:
             f"{source}: 'distill.stages' is {stages}, expected distinct names from "
             f"{', '.join(STAGES)}"
         )
+    norm = (OmegaConf.select(recipe, "model.options") or {}).get("norm", "bn")
+    if OmegaConf.select(recipe, "data.batch_size") == 1 and norm != "gn_ws":
+        raise RecipeError(f"{source}: 'data.batch_size' is 1, expected at least 2: BatchNorm "
+                          "trains on the statistics of a batch (at 1 image its smallest maps "
+                          "have one value per channel); or model.options.norm: gn_ws")
+    if OmegaConf.select(recipe, "logger") == "tensorboard":
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise RecipeError(f"{source}: 'logger' is tensorboard, but the tensorboard package "
+                              "is not installed (pip install tensorboard), or use wandb / csv")
     if "search" in stages and stages[0] != "search":
         raise RecipeError(f"{source}: 'distill.stages' is {stages}: 'search' must come first "
                           "(the later stages train the structure it finds)")

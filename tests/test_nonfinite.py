@@ -54,3 +54,18 @@ def test_values_that_reach_torch_are_checked_naming_the_key(override, expected):
     with pytest.raises(RecipeError, match=re.escape(expected)):
         load_recipe(None, [override])
     load_recipe(None, ["trainer.limit_val_batches=3", "data.augment.mosaic=0.5"])  # valid ones
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    (["model.image_size=-128"], "'model.image_size' is -128, expected a positive number"),
+    (["data.batch_size=1"], "'data.batch_size' is 1, expected at least 2: BatchNorm"),
+    (["logger=tensorboard"], "'logger' is tensorboard, but the tensorboard package"),
+])
+def test_settings_torch_or_the_logger_would_fail_on_stop_at_load(overrides, expected):
+    import importlib.util
+
+    if overrides == ["logger=tensorboard"] and importlib.util.find_spec("tensorboard"):
+        pytest.skip("tensorboard is installed here")
+    with pytest.raises(RecipeError, match=re.escape(expected)):
+        load_recipe(None, overrides)
+    load_recipe(None, ["data.batch_size=1", "model.options={norm: gn_ws}"])  # no BatchNorm

@@ -291,3 +291,40 @@ def test_unknown_policy(tmp_path):
     write_coco(tmp_path)
     with pytest.raises(DatasetError, match="bad_samples"):
         load("coco", tmp_path, "ignore")
+
+
+# --------------------------------------------------------------------------- text encodings
+
+
+def _with_bom(path: Path) -> None:
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+
+
+def test_files_saved_with_a_utf8_bom_read_as_without(tmp_path):
+    from data_fixtures import write_coco, write_voc, write_yolo
+
+    ann = write_coco(tmp_path / "coco")
+    _with_bom(ann)
+    assert len(parse_coco(ann, tmp_path / "coco")) == 3
+    voc = write_voc(tmp_path / "voc")
+    _with_bom(voc / "ImageSets" / "Main" / "train.txt")
+    assert len(parse_voc(voc, "train")) == 3
+    yolo = write_yolo(tmp_path / "yolo")
+    _with_bom(yolo)
+    for txt in (yolo.parent / "labels" / "train").glob("*.txt"):
+        _with_bom(txt)
+    index = parse_yolo(yolo, "train")
+    assert index.class_counts() == {"cat": 1, "dog": 2}
+
+
+def test_a_data_file_that_is_not_utf8_is_named(tmp_path):
+    from data_fixtures import write_voc, write_yolo
+
+    yolo = write_yolo(tmp_path / "yolo")
+    yolo.write_bytes("names: [caf\u00e9]\n".encode("latin-1"))
+    with pytest.raises(DatasetError, match=r"data.yaml: cannot read the file as UTF-8 text"):
+        parse_yolo(yolo, "train")
+    voc = write_voc(tmp_path / "voc")
+    (voc / "ImageSets" / "Main" / "train.txt").write_bytes(b"a\n\xe9\n")
+    with pytest.raises(DatasetError, match=r"train.txt: cannot read the split file as UTF-8"):
+        parse_voc(voc, "train")

@@ -44,7 +44,7 @@ def _load_json(ann_file: Path) -> dict:
     if not ann_file.is_file():
         raise DatasetError(f"{ann_file}: COCO annotation file not found")
     try:
-        with open(ann_file, encoding="utf-8") as handle:
+        with open(ann_file, encoding="utf-8-sig") as handle:
             data = json.load(handle)
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{ann_file}: not valid JSON: {exc}") from exc

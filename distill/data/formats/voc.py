@@ -51,7 +51,11 @@ def split_ids(root: PathLike, split: str, val_fraction: float = 0.2,
     if not path.is_file():
         raise DatasetError(f"{path}: VOC split file not found (split {split!r} of root {root})")
     ids = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: cannot read the split file as UTF-8 text: {exc}") from exc
+    for line in lines:
         parts = line.split()
         if parts:
             ids.append(parts[0])

@@ -56,11 +56,11 @@ def load_data_yaml(path: PathLike) -> dict[str, Any]:
 
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
     except yaml.YAMLError as exc:
         raise DatasetError(f"{path}: YAML does not parse: {exc}") from exc
-    except OSError as exc:
-        raise DatasetError(f"{path}: cannot read the file: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: cannot read the file as UTF-8 text: {exc}") from exc
     if not isinstance(data, dict) or "names" not in data:
         raise DatasetError(f"{path}: missing key 'names'; expected a mapping with path, train, "
                            "val and names")
@@ -112,6 +112,14 @@ def resolve_split_path(base: PathLike, value: str) -> tuple[Path, list[Path]]:
     return tried[-1], tried
 
 
+def _text_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file (a BOM is dropped); a DatasetError names it otherwise."""
+    try:
+        return path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: cannot read the file as UTF-8 text: {exc}") from exc
+
+
 def _image_list(base: Path, entry: Any, yaml_path: Path, key: str) -> list[Path]:
     entries = entry if isinstance(entry, list) else [entry]
     images: list[Path] = []
@@ -124,7 +132,7 @@ def _image_list(base: Path, entry: Any, yaml_path: Path, key: str) -> list[Path]
                 f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()
             )
         elif p.is_file() and p.suffix == ".txt":
-            for line in p.read_text(encoding="utf-8").splitlines():
+            for line in _text_lines(p):
                 line = line.strip()
                 if line:
                     q = Path(line)
@@ -143,7 +151,7 @@ def _image_list(base: Path, entry: Any, yaml_path: Path, key: str) -> list[Path]
 
 def _read_labels(raw: RawSample, path: Path, num_classes: int) -> None:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raw.problem = (BAD_ANNOTATION, f"cannot read label file: {exc}")
         return

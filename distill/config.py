@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Optional, get_origin, get_type_hints
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from distill.data.formats import check_data_section
@@ -73,7 +73,9 @@ class TrainerConfig:
     epochs: int = 20
     max_steps: int = -1  # stop after this many optimizer steps (-1: epochs decide)
     accelerator: str = "auto"  # auto | cpu | gpu
-    devices: int = 1
+    # a count, -1 or "auto" (every visible device of the accelerator), or a list of device ids
+    # such as [0, 2], as Lightning takes them
+    devices: Any = 1
     num_nodes: int = 1
     strategy: str = "auto"  # auto | ddp | ...
     # SyncBatchNorm across processes (detector and distiller BNs); null: on with >1 device
@@ -222,7 +224,6 @@ _PROBABILITY = (lambda v: 0 <= v <= 1, "a probability in [0, 1]")
 LIMITS: dict[str, tuple[Any, str]] = {
     "trainer.epochs": _AT_LEAST_1,
     "trainer.max_steps": (lambda v: v == -1 or v >= 1, "-1 (epochs decide) or a positive number"),
-    "trainer.devices": _AT_LEAST_1,
     "trainer.num_nodes": _AT_LEAST_1,
     "trainer.val_every": _AT_LEAST_1,
     "trainer.log_every": _AT_LEAST_1,
@@ -375,6 +376,20 @@ def _parse_overrides(overrides: list[str]) -> dict:
         raise RecipeError(f"command line: cannot parse overrides {overrides}: {err}") from err
 
 
+def _check_devices(devices: Any, source: str) -> None:
+    """``trainer.devices``: a positive count, -1 / "auto", or a list of distinct device ids."""
+    ids = list(devices) if isinstance(devices, (list, tuple, ListConfig)) else None
+    if ids is not None:
+        ok = bool(ids) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
+                               for i in ids) and len(set(ids)) == len(ids)
+    else:
+        ok = devices == "auto" or (isinstance(devices, int) and not isinstance(devices, bool)
+                                   and (devices >= 1 or devices == -1))
+    if not ok:
+        raise RecipeError(f"{source}: 'trainer.devices' is {devices!r}, expected a count (2), "
+                          "-1 or auto (every visible device), or a list of device ids ([0, 2])")
+
+
 def _check_choices(recipe: DictConfig, source: str) -> None:
     for key, allowed in CHOICES.items():
         value = OmegaConf.select(recipe, key)
@@ -391,6 +406,7 @@ def _check_choices(recipe: DictConfig, source: str) -> None:
             f"{source}: 'distill.stages' is {stages}, expected distinct names from "
             f"{', '.join(STAGES)}"
         )
+    _check_devices(OmegaConf.select(recipe, "trainer.devices"), source)
     norm = (OmegaConf.select(recipe, "model.options") or {}).get("norm", "bn")
     if OmegaConf.select(recipe, "data.batch_size") == 1 and norm != "gn_ws":
         raise RecipeError(f"{source}: 'data.batch_size' is 1, expected at least 2: BatchNorm "

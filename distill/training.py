@@ -175,12 +175,23 @@ def build_logger(recipe: Recipe, run_dir: Path):
     )
 
 
+def device_count(devices: Any, accelerator: str = "auto") -> int:
+    """How many devices ``trainer.devices`` asks for (-1 / "auto": the visible GPUs when the
+    accelerator may be a GPU, else 1)."""
+    if isinstance(devices, (list, tuple)):
+        return len(devices)
+    if devices in (-1, "auto"):
+        gpus = torch.cuda.device_count() if accelerator in ("auto", "gpu", "cuda") else 0
+        return max(1, gpus)
+    return int(devices)
+
+
 def build_trainer(recipe: Recipe, run_dir: Path, callbacks: list, logger,
                   checkpoint_io: AtomicCheckpointIO | None = None) -> pl.Trainer:
     """A Lightning Trainer configured by the recipe's ``trainer`` section."""
     cfg = recipe.trainer
     precision = "32-true" if cfg.precision == "32" else cfg.precision
-    multi = cfg.num_nodes > 1 or (isinstance(cfg.devices, int) and cfg.devices > 1)
+    multi = cfg.num_nodes > 1 or device_count(cfg.devices, cfg.accelerator) > 1
     plugins: list = [checkpoint_io or AtomicCheckpointIO()]
     if multi if cfg.sync_batchnorm is None else cfg.sync_batchnorm:
         plugins.append(GlobalSyncBatchNorm())  # keeps timm's norm+act layers, runs on CPU too

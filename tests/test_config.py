@@ -115,3 +115,19 @@ def test_model_backbone_and_options_reach_the_builder_and_typos_stop_early():
     typo = load_recipe(REPO / "recipes" / "quickstart.yaml", ["model.options={fpn_chanels: 64}"])
     with pytest.raises(RecipeError, match=r"model \('efficientdet_dm3'\).*fpn_chanels.*fpn_chann"):
         check_model(typo.model)
+
+
+@pytest.mark.parametrize("value,expected", [("auto", "auto"), ("-1", -1), ("2", 2),
+                                            ("[0,2]", [0, 2])])
+def test_trainer_devices_takes_what_lightning_takes(value, expected):
+    from distill.training import device_count
+
+    devices = load_recipe(None, [f"trainer.devices={value}"]).trainer.devices
+    assert devices == expected
+    assert device_count(devices, "cpu") == {"auto": 1, "-1": 1, "2": 2, "[0,2]": 2}[value]
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "[0,0]", "[]", "many"])
+def test_bad_trainer_devices_are_refused(value):
+    with pytest.raises(RecipeError, match=r"'trainer.devices' is .*, expected a count"):
+        load_recipe(None, [f"trainer.devices={value}"])

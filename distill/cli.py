@@ -35,10 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.epochs=5")
     train.set_defaults(func=commands.cmd_train)
 
-    ev = sub.add_parser("eval", help="evaluate a checkpoint on the recipe's validation split")
-    ev.add_argument("recipe")
-    ev.add_argument("overrides", nargs="*")
-    ev.add_argument("--checkpoint", required=True, help="a checkpoint written by `distill train`")
+    ev = sub.add_parser("eval", help="evaluate a checkpoint on the recipe's validation split "
+                                     "(distill eval CKPT: the recipe stored in it)")
+    ev.add_argument("recipe", help="recipe YAML file, or the checkpoint alone: its stored "
+                                   "recipe gives the model, the classes and the data")
+    ev.add_argument("overrides", nargs="*", help="key=value overrides, e.g. data.root=...")
+    ev.add_argument("--checkpoint", help="a checkpoint written by `distill train` / `run` "
+                                         "(with a recipe YAML)")
     ev.add_argument("--output", help="metrics JSON path (default: in the checkpoint's run folder)")
     ev.set_defaults(func=commands.cmd_eval)
 

@@ -26,10 +26,41 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from distill.config import load_recipe
     from distill.training import evaluate
 
-    metrics = evaluate(load_recipe(args.recipe, args.overrides), args.checkpoint, args.output)
+    if args.checkpoint is None:  # distill eval CKPT [overrides]: the recipe stored in it
+        recipe, checkpoint = stored_recipe(args.recipe, args.overrides), args.recipe
+    else:
+        recipe, checkpoint = load_recipe(args.recipe, args.overrides), args.checkpoint
+    metrics = evaluate(recipe, checkpoint, args.output)
     print(_metrics_line(metrics))
+    print(per_class_table(metrics.get("per_class") or {}))
     print(f"metrics: {metrics['metrics_file']}")
     return 0
+
+
+def stored_recipe(checkpoint: str, overrides: list[str]):
+    """The recipe a `distill train` / `run` checkpoint was trained with, plus ``overrides``."""
+    from distill.checkpoints import read_checkpoint
+    from distill.config import recipe_from_values
+
+    path = Path(checkpoint)
+    if path.suffix in (".yaml", ".yml"):
+        raise RecipeError(f"{path} is a recipe: give the checkpoint too (--checkpoint CKPT), "
+                          "or the checkpoint alone")
+    hparams = read_checkpoint(path).get("hyper_parameters")
+    values = hparams.get("recipe") if isinstance(hparams, dict) else None
+    if not isinstance(values, dict):
+        raise RecipeError(f"{path}: holds no recipe (an imported or exported model?); evaluate "
+                          "it with one: distill eval RECIPE --checkpoint CKPT")
+    return recipe_from_values(dict(values), overrides, f"{path} (its stored recipe)")
+
+
+def per_class_table(per_class: dict[str, float | None]) -> str:
+    """AP per class, best first (classes without validation objects last, as '-')."""
+    rows = sorted(per_class.items(), key=lambda item: -1.0 if item[1] is None else -item[1])
+    width = max([len("class"), *(len(name) for name in per_class)])
+    lines = [f"{'class':<{width}}  AP", f"{'-' * width}  ------"]
+    lines += [f"{name:<{width}}  {'-' if ap is None else f'{ap:.4f}'}" for name, ap in rows]
+    return "\n".join(lines)
 
 
 def cmd_config(args: argparse.Namespace) -> int:

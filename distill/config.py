@@ -430,6 +430,14 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
     """
     source = str(path) if path is not None else "defaults"
     values = _read_yaml(Path(path)) if path is not None else {}
+    return recipe_from_values(values, overrides, source)
+
+
+def recipe_from_values(values: dict, overrides: list[str] | None = None,
+                       source: str = "recipe") -> Recipe:
+    """A typed ``Recipe`` from a recipe's ``values`` (e.g. the one a checkpoint stores) with
+    ``key=value`` overrides, checked as ``load_recipe`` checks a file (``source`` names it)."""
+    _check_keys(values, Recipe, source)
     cli = _parse_overrides(list(overrides or []))
     _check_keys(cli, Recipe, "command line")
     schema = OmegaConf.structured(Recipe)

@@ -60,3 +60,26 @@ def test_an_os_error_on_a_users_path_is_one_line_naming_it(tmp_path, capsys):
     assert main(["data", "recipes/quickstart.yaml", f"data.root={blocker / 'data'}"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(blocker) in err and "Traceback" not in err
+
+
+def test_eval_from_the_checkpoint_alone_reproduces_the_run_and_lists_classes(tmp_path, capsys):
+    import json
+
+    args = ["recipes/quickstart.yaml", f"data.root={tmp_path / 'data'}",
+            f"output_dir={tmp_path / 'runs'}", "name=alone", "logger=csv",
+            "trainer.progress_bar=false", "data.synthetic.num_train=16",
+            "data.synthetic.num_val=8", "data.num_workers=0", "trainer.epochs=1"]
+    assert main(["train", *args]) == 0
+    run = tmp_path / "runs" / "alone"
+    capsys.readouterr()
+    assert main(["eval", str(run / "checkpoints" / "last.ckpt"),
+                 "--output", str(tmp_path / "eval.json")]) == 0
+    out = capsys.readouterr().out
+    trained = json.loads((run / "metrics.json").read_text())
+    evaluated = json.loads((tmp_path / "eval.json").read_text())
+    assert evaluated["map"] == pytest.approx(trained["map"], abs=1e-6)
+    assert out.splitlines()[1].split() == ["class", "AP"]
+    assert all(name in out for name in trained["per_class"])
+    # a recipe given as if it were the checkpoint is named
+    assert main(["eval", "recipes/quickstart.yaml"]) == 2
+    assert "is a recipe: give the checkpoint too" in capsys.readouterr().err

@@ -9,18 +9,18 @@ expected, before any work starts.
 from __future__ import annotations
 
 import difflib
-import math
 import os
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Optional, get_origin, get_type_hints
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from distill.data.formats import check_data_section
 from distill.data.settings import DataConfig, SyntheticConfig
 from distill.errors import RecipeError
+from distill.recipe_rules import check_devices, check_finite, check_limits, paths_beside
 from distill.registry import Registry
 from distill.search_config import SCORES, SearchConfig
 
@@ -217,65 +217,6 @@ STAGES: tuple[str, ...] = ("search", "teacher", "baseline", "distilled")
 RECIPE_CHECKS = Registry("recipe check", entry_point_group="distill.recipe_checks",
                          installed_by="distill-det")
 
-_AT_LEAST_1, _AT_LEAST_0 = (lambda v: v >= 1, "a positive number"), (lambda v: v >= 0, ">= 0")
-_FRACTION = (lambda v: 0 < v < 1, "a fraction in (0, 1)")
-_PROBABILITY = (lambda v: 0 <= v <= 1, "a probability in [0, 1]")
-# numeric keys and what they must be (null values of optional keys are not checked)
-LIMITS: dict[str, tuple[Any, str]] = {
-    "trainer.epochs": _AT_LEAST_1,
-    "trainer.max_steps": (lambda v: v == -1 or v >= 1, "-1 (epochs decide) or a positive number"),
-    "trainer.num_nodes": _AT_LEAST_1,
-    "trainer.val_every": _AT_LEAST_1,
-    "trainer.log_every": _AT_LEAST_1,
-    "trainer.grad_clip": _AT_LEAST_0,
-    "trainer.checkpoint_every_steps": (lambda v: v >= 0,
-                                       "0 (epoch ends only) or a positive number of steps"),
-    "trainer.limit_val_batches": (
-        lambda v: v > 0 and (v <= 1 or float(v).is_integer()),
-        "a fraction in (0, 1] or a whole number of batches (validation measures the run: it "
-        "cannot be 0)"),
-    "data.augment.hflip": _PROBABILITY,
-    "data.augment.mosaic": _PROBABILITY,
-    "data.augment.mixup": _PROBABILITY,
-    "data.augment.color_jitter": _AT_LEAST_0,
-    "model.image_size": _AT_LEAST_1,
-    "teacher.model.image_size": _AT_LEAST_1,
-    "data.batch_size": _AT_LEAST_1,
-    "data.val_batch_size": _AT_LEAST_1,
-    "data.num_workers": _AT_LEAST_0,
-    "data.max_train_images": _AT_LEAST_1,
-    "data.max_val_images": _AT_LEAST_1,
-    "data.val_fraction": _FRACTION,
-    "optim.lr": (lambda v: v > 0, "a positive learning rate"),
-    "optim.weight_decay": _AT_LEAST_0,
-    "optim.warmup_epochs": _AT_LEAST_0,
-    "optim.ema_decay": (lambda v: 0 <= v < 1, "0 (off) or a decay in (0, 1)"),
-    "optim.freeze_bn_at": _FRACTION,
-    "teacher.epochs": _AT_LEAST_1,
-    "teacher.lr": (lambda v: v > 0, "a positive learning rate"),
-    "distill.latency_runs": _AT_LEAST_1,
-}
-
-
-def _check_limits(recipe: DictConfig, source: str) -> None:
-    for key, (ok, expected) in LIMITS.items():
-        value = OmegaConf.select(recipe, key)
-        if value is not None and not ok(value):
-            raise RecipeError(f"{source}: '{key}' is {value}, expected {expected}")
-
-
-def _check_finite(values: Any, source: str, prefix: str = "") -> None:
-    """Raise RecipeError for the first number in ``values`` that is NaN or infinite."""
-    items = (values.items() if isinstance(values, dict)
-             else enumerate(values) if isinstance(values, list) else ())
-    for key, value in items:
-        dot = "." if prefix else ""
-        path = f"{prefix}[{key}]" if isinstance(values, list) else f"{prefix}{dot}{key}"
-        if isinstance(value, float) and not math.isfinite(value):
-            raise RecipeError(f"{source}: '{path}' is {value}, expected a finite number")
-        _check_finite(value, source, path)
-
-
 def _check_keys(values: Any, schema: type, source: str, prefix: str = "") -> None:
     """Raise RecipeError for the first key in ``values`` that ``schema`` does not define."""
     if not isinstance(values, dict):
@@ -299,46 +240,6 @@ def _check_keys(values: Any, schema: type, source: str, prefix: str = "") -> Non
             _check_keys(value, sub, source, prefix=f"{path}.")
 
 
-# input paths a recipe file may give relative to its own folder
-INPUT_PATHS: tuple[tuple[str, ...], ...] = (
-    ("data", "root"), ("teacher", "checkpoint"), ("model", "backbone_weights"),
-    ("teacher", "model", "backbone_weights"))
-
-
-def _beside(value: Any, folder: Path) -> Any:
-    """``value`` (a path, ``${oc.env:...}`` resolved) as ``folder / value`` when it is relative
-    and something exists there; else unchanged (relative to the current folder)."""
-    if not isinstance(value, str) or not value:
-        return value
-    text = value
-    if "${" in value:
-        try:
-            text = OmegaConf.to_container(OmegaConf.create({"v": value}), resolve=True)["v"]
-        except OmegaConfBaseException:
-            return value  # refers to other keys: left to the merged recipe
-    if not isinstance(text, str) or os.path.isabs(text) or not (folder / text).exists():
-        return value
-    return os.path.normpath(folder.absolute() / text)
-
-
-def _paths_beside(values: dict, folder: Path) -> None:
-    """Relative input paths of one recipe file (``INPUT_PATHS``, the chain's checkpoints) are
-    read beside that file when they exist there, as ``base:`` is; so ``distill data
-    path/to/recipe.yaml`` works from any folder. Outputs (``output_dir``, a dataset still to be
-    generated) and command-line values stay relative to the current folder."""
-    for keys in INPUT_PATHS:
-        node = values
-        for key in keys[:-1]:
-            node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, dict) and keys[-1] in node:
-            node[keys[-1]] = _beside(node[keys[-1]], folder)
-    chain = values.get("distill", {}).get("chain") if isinstance(values.get("distill"), dict) \
-        else None
-    for entry in chain if isinstance(chain, list) else []:
-        if isinstance(entry, dict) and "checkpoint" in entry:
-            entry["checkpoint"] = _beside(entry["checkpoint"], folder)
-
-
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     """Read a recipe file and, recursively, the ``base`` recipes it names (base values first)."""
     if not path.is_file():
@@ -357,7 +258,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         )
     base = values.pop("base", None)
     _check_keys(values, Recipe, str(path))
-    _paths_beside(values, path.parent)
+    paths_beside(values, path.parent)
     if base is None:
         return values
     base_path = (path.parent / str(base)).resolve()
@@ -376,20 +277,6 @@ def _parse_overrides(overrides: list[str]) -> dict:
         raise RecipeError(f"command line: cannot parse overrides {overrides}: {err}") from err
 
 
-def _check_devices(devices: Any, source: str) -> None:
-    """``trainer.devices``: a positive count, -1 / "auto", or a list of distinct device ids."""
-    ids = list(devices) if isinstance(devices, (list, tuple, ListConfig)) else None
-    if ids is not None:
-        ok = bool(ids) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
-                               for i in ids) and len(set(ids)) == len(ids)
-    else:
-        ok = devices == "auto" or (isinstance(devices, int) and not isinstance(devices, bool)
-                                   and (devices >= 1 or devices == -1))
-    if not ok:
-        raise RecipeError(f"{source}: 'trainer.devices' is {devices!r}, expected a count (2), "
-                          "-1 or auto (every visible device), or a list of device ids ([0, 2])")
-
-
 def _check_choices(recipe: DictConfig, source: str) -> None:
     for key, allowed in CHOICES.items():
         value = OmegaConf.select(recipe, key)
@@ -406,7 +293,7 @@ def _check_choices(recipe: DictConfig, source: str) -> None:
             f"{source}: 'distill.stages' is {stages}, expected distinct names from "
             f"{', '.join(STAGES)}"
         )
-    _check_devices(OmegaConf.select(recipe, "trainer.devices"), source)
+    check_devices(OmegaConf.select(recipe, "trainer.devices"), source)
     norm = (OmegaConf.select(recipe, "model.options") or {}).get("norm", "bn")
     if OmegaConf.select(recipe, "data.batch_size") == 1 and norm != "gn_ws":
         raise RecipeError(f"{source}: 'data.batch_size' is 1, expected at least 2: BatchNorm "
@@ -448,9 +335,9 @@ def recipe_from_values(values: dict, overrides: list[str] | None = None,
             key = getattr(err, "full_key", None) or "?"
             raise RecipeError(f"{where}: bad value for '{key}': {err.msg}") from err
     origin = f"{source} (+ command line)" if cli else source
-    _check_finite(OmegaConf.to_container(schema, resolve=True), origin)
+    check_finite(OmegaConf.to_container(schema, resolve=True), origin)
     _check_choices(schema, origin)
-    _check_limits(schema, origin)
+    check_limits(schema, origin)
     recipe = OmegaConf.to_object(schema)
     for name in RECIPE_CHECKS.names():
         problems = RECIPE_CHECKS.get(name)(recipe)

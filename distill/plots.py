@@ -20,6 +20,10 @@ MARKS = {"marker": "o", "markersize": 3}  # a run of one epoch is still a visibl
 RECALL_POINTS = [i / 100 for i in range(101)]  # COCO's recall thresholds
 
 
+MANY_CLASSES = 12  # more: per-class AP as horizontal bars, sorted
+MAX_PR_PANELS = 12  # PR panels drawn at most
+
+
 def colour(stage: str, index: int) -> str:
     """The stage's colour: fixed for the three stages, the default cycle for others."""
     return COLOURS.get(stage, f"C{(index + 3) % 10}")
@@ -57,23 +61,38 @@ def plot_tradeoff(rows: dict[str, dict], path: Path) -> Path | None:
 
 
 def plot_per_class(per_class: dict[str, dict[str, float | None]], path: Path) -> Path | None:
-    """Grouped bars: per class, the AP of each stage (a class without ground truth: no bar)."""
+    """Per class, the AP of each stage (a class without ground truth: no bar): grouped columns
+    for a few classes; horizontal bars sorted by the last stage's AP for many (80 COCO classes
+    stay readable, one row each)."""
     stages = [s for s, values in per_class.items() if values]
     if not stages:
         return None
     classes = list(per_class[stages[0]])
+    if len(classes) > MANY_CLASSES:
+        last = per_class[stages[-1]]
+        classes.sort(key=lambda c: -1.0 if last.get(c) is None else last[c])
+    many = len(classes) > MANY_CLASSES
     width = 0.8 / len(stages)
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(classes) + 2), 4))
+    size = (7.0, 0.22 * len(classes) * max(1, len(stages) / 2) + 1.5) if many else \
+        (max(5.0, 1.1 * len(classes) + 2), 4)
+    fig, ax = plt.subplots(figsize=size)
     for i, stage in enumerate(stages):
         values = [per_class[stage].get(c) for c in classes]
         xs = [k + (i - (len(stages) - 1) / 2) * width for k in range(len(classes))]
-        ax.bar([x for x, v in zip(xs, values) if v is not None],
-               [v for v in values if v is not None], width, label=stage, color=colour(stage, i))
-    ax.set_xticks(range(len(classes)), classes, rotation=30 if len(classes) > 6 else 0)
-    ax.set_ylabel("AP@[.5:.95]")
-    ax.set_title("per-class AP")
+        bar = ax.barh if many else ax.bar
+        bar([x for x, v in zip(xs, values) if v is not None],
+            [v for v in values if v is not None], width, label=stage, color=colour(stage, i))
+    if many:
+        ax.set_yticks(range(len(classes)), classes, fontsize=7)
+        ax.set_ylim(-0.6, len(classes) - 0.4)
+        ax.set_xlabel("AP@[.5:.95]")
+        ax.set_title(f"per-class AP ({len(classes)} classes, by {stages[-1]} AP)")
+    else:
+        ax.set_xticks(range(len(classes)), classes, rotation=30 if len(classes) > 6 else 0)
+        ax.set_ylabel("AP@[.5:.95]")
+        ax.set_title("per-class AP")
     ax.legend()
-    ax.grid(axis="y", alpha=0.3)
+    ax.grid(axis="x" if many else "y", alpha=0.3)
     return _save(fig, path)
 
 
@@ -98,6 +117,10 @@ def plot_curves(histories: dict[str, list[dict]], path: Path) -> Path | None:
                          linestyle=("-", "--", ":", "-.")[j % 4], label=f"{stage} {name}",
                          **MARKS)
         axes[2].plot(*_series(records, "val/map"), color=colour(stage, i), label=stage, **MARKS)
+        frozen = [r["epoch"] for r in records if r.get("bn_frozen")]
+        if frozen:  # the step in the loss there is the switch, not a training problem
+            axes[0].axvline(frozen[0] - 0.5, color=colour(stage, i), linestyle=":", alpha=0.7,
+                            label=f"{stage}: BatchNorm statistics frozen (optim.freeze_bn_at)")
     titles = ("detection loss (train)", "distillation terms (train, unweighted)",
               "validation mAP@[.5:.95]")
     for ax, title in zip(axes, titles):
@@ -118,6 +141,14 @@ def plot_pr_curves(curves: dict[str, dict[str, list[float] | None]], path: Path)
     classes = [c for c in named if any(curves[s].get(c) for s in stages)]
     if not classes:
         return None
+    total = len(classes)
+    if total > MAX_PR_PANELS:  # the classes whose curves differ most between the stages
+        def spread(name: str) -> float:
+            means = [sum(v) / len(v) for s in stages if (v := curves[s].get(name))]
+            return max(means) - min(means) if means else 0.0
+
+        keep = set(sorted(classes, key=spread, reverse=True)[:MAX_PR_PANELS])
+        classes = [c for c in classes if c in keep]
     cols = min(4, len(classes))
     rows = (len(classes) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.0 * rows), squeeze=False)
@@ -136,7 +167,9 @@ def plot_pr_curves(curves: dict[str, dict[str, list[float] | None]], path: Path)
     for k in range(len(classes), rows * cols):
         axes[k // cols][k % cols].axis("off")
     axes[0][0].legend(fontsize=8)
-    fig.suptitle("precision-recall at IoU 0.5")
+    fig.suptitle("precision-recall at IoU 0.5" + (
+        f": the {len(classes)} of {total} classes where the stages differ most"
+        if total > len(classes) else ""))
     return _save(fig, path)
 
 

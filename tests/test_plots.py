@@ -55,6 +55,8 @@ def test_training_writes_a_per_epoch_history(tmp_path):
     assert all(r["train/loss"] > 0 and 0 <= r["val/map"] <= 1 for r in history)
     assert history[-1]["val/map"] == pytest.approx(metrics["map"], abs=1e-6)
     assert "pr_50" in metrics and set(metrics["pr_50"]) == set(metrics["per_class"])
+    # base.yaml freezes BatchNorm statistics for the second half (freeze_bn_at 0.5): epoch 2
+    assert [r.get("bn_frozen", False) for r in history] == [False, True]
 
 
 def image_size(path) -> tuple[int, int]:
@@ -96,3 +98,45 @@ def test_nothing_to_draw_writes_no_file(tmp_path):
     assert plot_tradeoff({"baseline": {"map": None}}, tmp_path / "t.png") is None
     assert plot_report(tmp_path / "plots", {}, {"baseline": tmp_path / "missing"}) == {}
     assert not (tmp_path / "plots").exists()
+
+
+def test_eighty_classes_stay_readable(tmp_path, monkeypatch):
+    import distill.plots as plots
+    from distill.plots import plot_per_class
+
+    drawn = {}
+    real = plots._save
+
+    def keep(fig, path):
+        drawn[path.name] = [ax for ax in fig.axes if ax.get_visible() and ax.axison]
+        drawn[path.name + ":size"] = tuple(fig.get_size_inches())
+        return real(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    names = [f"class{k:02d}" for k in range(80)]
+    per_class = {"baseline": {n: k / 200 for k, n in enumerate(names)},
+                 "distilled": {n: (80 - k) / 200 for k, n in enumerate(names)}}
+    plot_per_class(per_class, tmp_path / "ap.png")
+    (ax,) = drawn["ap.png"]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert len(labels) == 80 and labels[0] == "class79"  # horizontal, by distilled AP
+    width, height = drawn["ap.png:size"]
+    assert height > width
+    curves = {"baseline": {n: [0.1] * 101 for n in names},
+              "distilled": {n: [0.1 + (0.5 if k in (7, 42) else 0.0)] * 101
+                            for k, n in enumerate(names)}}
+    plot_pr_curves(curves, tmp_path / "pr.png")
+    titles = [a.get_title() for a in drawn["pr.png"]]
+    assert len(titles) == 12 and {"class07", "class42"} <= set(titles)
+
+
+def test_the_loss_plot_marks_where_batchnorm_statistics_freeze(tmp_path, monkeypatch):
+    import distill.plots as plots
+
+    seen = {}
+    real = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (seen.update(
+        lines=[line.get_label() for line in fig.axes[0].lines]), real(fig, path))[1])
+    records = [{"epoch": e, "train/loss": 1.0 / e, "bn_frozen": e >= 3 or None} for e in (1, 2, 3)]
+    plot_curves({"baseline": records}, tmp_path / "curves.png")
+    assert "baseline: BatchNorm statistics frozen (optim.freeze_bn_at)" in seen["lines"]

@@ -16,6 +16,7 @@ import pytorch_lightning as pl
 import torch
 
 from distill.io import write_json_atomic
+from distill.lightning.freeze_bn import FreezeBatchNorm
 
 VAL_KEYS = ("val/map", "val/map_50", "val/loss")
 
@@ -72,6 +73,9 @@ class MetricHistory(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         record = self._record(trainer.current_epoch + 1)
         record["step"] = int(trainer.global_step)
+        freeze = next((cb for cb in trainer.callbacks if isinstance(cb, FreezeBatchNorm)), None)
+        if freeze is not None and trainer.current_epoch >= freeze.start_epoch(trainer):
+            record["bn_frozen"] = True  # the plots mark where the statistics stopped moving
         record.update({k: round(float(self._sums[k]) / self._counts[k], 6)
                        for k in sorted(self._sums)})
         self._write(trainer)

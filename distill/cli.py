@@ -16,6 +16,10 @@ from distill import __version__, commands
 from distill.errors import RecipeError, TrainingDiverged
 
 
+RECIPE_HELP = "recipe YAML file (`base:` inherits; relative input paths are read beside it)"
+OVERRIDES_HELP = "key=value overrides, e.g. trainer.epochs=5 (anywhere on the line)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``distill`` command."""
     parser = argparse.ArgumentParser(
@@ -48,22 +52,24 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run", help="teacher -> baseline student -> distilled student, then report.json/.md"
     )
-    run.add_argument("recipe")
-    run.add_argument("overrides", nargs="*")
+    run.add_argument("recipe", help=RECIPE_HELP)
+    run.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     run.set_defaults(func=commands.cmd_run)
 
     check = sub.add_parser(
         "check", help="pre-flight check of a distillation recipe: levels, align, teacher weights"
     )
-    check.add_argument("recipe")
-    check.add_argument("overrides", nargs="*")
+    check.add_argument("recipe", help=RECIPE_HELP)
+    check.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     check.add_argument("--batches", type=int, default=4, help="validation batches for the teacher")
     check.set_defaults(func=commands.cmd_check)
 
     info = sub.add_parser("info", help="parameters and multiply-adds of a model (or all)")
     info.add_argument("model", nargs="?", help="model name; omit or 'all' for every model")
-    info.add_argument("--num-classes", type=int, default=90)
-    info.add_argument("--image-size", type=int, default=None)
+    info.add_argument("--num-classes", type=int, default=90,
+                      help="classes of the head (default 90, COCO's ids)")
+    info.add_argument("--image-size", type=int, default=None,
+                      help="input side in pixels (default: the model's own)")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.add_argument("--distill", action="store_true",
                       help="list the registered distillation term kinds and losses")
@@ -75,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=commands.cmd_info)
 
     data = sub.add_parser("data", help="prepare and validate the recipe's dataset, print a summary")
-    data.add_argument("recipe")
-    data.add_argument("overrides", nargs="*")
+    data.add_argument("recipe", help=RECIPE_HELP)
+    data.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     data.set_defaults(func=commands.cmd_data)
 
     _add_search_import(sub)
@@ -90,7 +96,7 @@ def _add_search_import(sub: argparse._SubParsersAction) -> None:
         "search", help="zero-shot (MAE-NAS) search of a backbone structure under a budget, or "
         "SM-NAS's structural / modular search of trained candidate detectors"
     )
-    search.add_argument("recipe")
+    search.add_argument("recipe", help=RECIPE_HELP)
     search.add_argument("overrides", nargs="*", help="key=value overrides, e.g. search.seed=1")
     search.add_argument(
         "--profile",
@@ -152,7 +158,7 @@ def _add_predict_export(sub: argparse._SubParsersAction) -> None:
                       help="detections drawn on the images (default: %(default)s)")
     pred.add_argument("--max-detections", type=int, default=100, help="per image")
     pred.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    pred.add_argument("--batch-size", type=int, default=8)
+    pred.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     pred.add_argument("--coco", default=None,
                       help="a COCO annotation file of these images: take its image and "
                       "category ids (default: images 1..N, categories label + 1)")
@@ -162,7 +168,8 @@ def _add_predict_export(sub: argparse._SubParsersAction) -> None:
 
     exp = sub.add_parser("export", help="export a checkpoint's detector to ONNX or TorchScript")
     exp.add_argument("checkpoint", help="a `distill train` / `distill run` checkpoint")
-    exp.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    exp.add_argument("--format", choices=["onnx", "torchscript"], default="onnx",
+                     help="the graph format (default onnx)")
     exp.add_argument("--nms", action=argparse.BooleanOptionalAction, default=True,
                      help="post-processing (top-k, threshold, class-wise NMS) in the graph; "
                      "--no-nms: raw logits, box deltas, decoded boxes and scores")

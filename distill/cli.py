@@ -15,7 +15,6 @@ import warnings
 from distill import __version__, commands
 from distill.errors import RecipeError, TrainingDiverged
 
-
 RECIPE_HELP = "recipe YAML file (`base:` inherits; relative input paths are read beside it)"
 OVERRIDES_HELP = "key=value overrides, e.g. trainer.epochs=5 (anywhere on the line)"
 

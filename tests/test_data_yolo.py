@@ -298,3 +298,30 @@ def test_a_split_of_empty_label_files_stops_before_training(tmp_path):
                                           val="val", num_workers=0), image_size=128)
     with pytest.raises(DatasetError, match=r"val split 'val' has 3 images and not one object"):
         data.setup()
+
+
+@needs_aquarium
+def test_aquarium_in_the_ultralytics_layout_with_a_linked_images_folder(tmp_path, capsys):
+    """The COCO128 layout built from the real export: ``images`` a link to ``../images``, the
+    labels beside it; ``distill data`` counts every object of the label files."""
+    from distill.cli import main
+    from distill.config import load_recipe
+    from distill.training import prepare_data
+
+    root = aquarium_root()
+    names = ["fish", "jellyfish", "penguin", "puffin", "shark", "starfish", "stingray"]
+    (tmp_path / "images").mkdir()
+    os.symlink(root / "valid" / "images", tmp_path / "images" / "val2017")
+    ds = tmp_path / "aquarium128"
+    (ds / "labels").mkdir(parents=True)
+    os.symlink(root / "valid" / "labels", ds / "labels" / "val2017")
+    os.symlink("../images", ds / "images")
+    write_data_yaml(ds / "data.yaml", path=".", train="images/val2017", val="images/val2017",
+                    names=names)
+    overrides = [f"data.root={ds}", "data.train=train", "data.val=val"]
+    assert main(["data", "recipes/aquarium.yaml", *overrides]) == 0
+    printed = capsys.readouterr().out
+    summary = prepare_data(load_recipe(REPO / "recipes" / "aquarium.yaml", overrides)).summary()
+    expected = count_label_lines(root / "valid" / "labels", names)
+    assert summary["train"]["per_class"] == expected and sum(expected.values()) > 0
+    assert all(str(count) in printed for count in expected.values() if count)

@@ -33,6 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("overrides", nargs="*", help="key=value overrides")
     config.set_defaults(func=commands.cmd_config)
 
+    init = sub.add_parser("init", help="write a recipe to distil on your own dataset "
+                                       "(COCO, VOC or YOLO), from the installed package")
+    init.add_argument("format", choices=["coco", "voc", "yolo"], help="the dataset's format")
+    init.add_argument("root", help="the dataset: its folder (yolo: data.yaml or its folder)")
+    init.add_argument("--out", default="recipe.yaml",
+                      help="the recipe file to write (default recipe.yaml; never overwritten)")
+    init.add_argument("--name", default=None, help="the run name (default: the file's stem)")
+    init.set_defaults(func=commands.cmd_init)
+
     train = sub.add_parser("train", help="train the recipe's detector")
     train.add_argument("recipe", help="recipe YAML file")
     train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.epochs=5")

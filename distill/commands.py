@@ -63,6 +63,16 @@ def per_class_table(per_class: dict[str, float | None]) -> str:
     return "\n".join(lines)
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from distill.config import load_recipe
+    from distill.templates import write_recipe
+
+    out = write_recipe(args.format, args.root, args.out, args.name)
+    load_recipe(out)  # what was written loads
+    print(f"written: {out}\nnext: distill data {out}   then   distill run {out}")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     from distill.config import load_recipe, recipe_to_yaml
 

@@ -24,7 +24,7 @@ def test_config_prints_the_resolved_recipe_which_loads_back_the_same(tmp_path, c
     printed = capsys.readouterr().out
     values = yaml.safe_load(printed)
     assert values["trainer"]["epochs"] == 3 and values["model"]["name"] == "damo_yolo_pico"
-    assert values["teacher"]["model"]["name"] == "efficientdet_d0"  # from the recipe, not base
+    assert values["teacher"]["model"]["name"] == "damo_yolo_nm"  # from the recipe, not base
     (tmp_path / "resolved.yaml").write_text(printed)
     expected = recipe_to_dict(load_recipe("recipes/damo_quickstart.yaml", overrides))
     assert recipe_to_dict(load_recipe(tmp_path / "resolved.yaml")) == expected

@@ -40,12 +40,22 @@ def overrides(tmp_path: Path, epochs: int) -> list[str]:
     ]
 
 
-def test_check_pairs_the_student_with_its_teacher_through_a_feature_term(tmp_path, capsys):
+def test_check_pairs_the_student_with_its_damo_teacher_through_crosskd(tmp_path, capsys):
     assert main(["check", RECIPE, *overrides(tmp_path, 2)]) == 0
     out = capsys.readouterr().out
-    assert "student  damo_yolo_pico" in out and "term feature (feature)" in out
+    assert "student  damo_yolo_pico" in out and "term crosskd (crosskd)" in out
+    assert "teacher_layers=0" in out  # through the teacher's ZeroHead projections
     assert "student assignment: AlignOTA per image" in out and "DFL x 0.25" in out
+    assert "teacher head: ZeroHead" in out
+
+
+def test_check_explains_an_anchor_teachers_head_beside_a_point_student(tmp_path, capsys):
+    args = [*overrides(tmp_path, 2), "teacher.model.name=efficientdet_d0",
+            "distill.terms=[{kind: feature, loss: cwd}]"]
+    assert main(["check", RECIPE, *args]) == 0
+    out = capsys.readouterr().out
     assert "teacher head: class and box towers of" in out and "9 anchors per location" in out
+    assert "term feature (feature)" in out
 
 
 def test_train_a_few_steps_gives_a_finite_loss_and_a_map(tmp_path):

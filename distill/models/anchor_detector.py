@@ -4,6 +4,7 @@ loss, Faster R-CNN box coding."""
 
 from __future__ import annotations
 
+from inspect import Parameter, signature
 from typing import ClassVar
 
 import torch
@@ -63,8 +64,9 @@ class AnchorDetector(Detector):
 
     def describe_head(self) -> dict[str, str]:
         """The class / box towers and anchors, focal + Huber loss, IoU-threshold assignment."""
-        gen, cfg = self.anchor_generator, {"alpha": 0.25, "gamma": 1.5, "box_weight": 50.0,
-                                           "pos_iou": 0.5, "neg_iou": 0.5, **self.loss_cfg}
+        defaults = {name: p.default for name, p in signature(detection_loss).parameters.items()
+                    if p.default is not Parameter.empty}
+        gen, cfg = self.anchor_generator, {**defaults, **self.loss_cfg}
         head = self.class_head
         strides = "/".join(str(s) for s in self.strides)
         return {

@@ -168,6 +168,7 @@ def test_the_module_owns_its_training_callbacks_for_every_trainer(tmp_path):
     from test_distillation_module import tiny_recipe
 
     from distill.lightning import DetectionModule, WarmupEMA
+    from distill.lightning.finite import StopOnNonFiniteLoss
     from distill.lightning.freeze_bn import FreezeBatchNorm
     from distill.lightning.resume import ResumeState
     from distill.training import build_trainer, prepare_data
@@ -194,4 +195,4 @@ def test_the_module_owns_its_training_callbacks_for_every_trainer(tmp_path):
                       enable_model_summary=False)
     bare.fit(plain, datamodule=data)
     assert [type(c) for c in bare.callbacks if type(c).__module__.startswith("distill")] == [
-        ResumeState]
+        StopOnNonFiniteLoss, ResumeState]

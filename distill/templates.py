@@ -5,6 +5,7 @@ the terms and the schedule are the ones measured best on this project's three da
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -94,7 +95,7 @@ def write_recipe(fmt: str, root: str, out: str | Path, name: str | None = None) 
     if out.exists():
         raise RecipeError(f"distill init: {out} exists; choose another --out or remove it")
     name = name or out.stem
-    root_text = str(Path(root).absolute()) if not Path(root).is_absolute() else str(root)
+    root_text = os.path.abspath(root)  # absolute, '..' folded: the recipe works from anywhere
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(fmt, root_text, name, str(out)))
     return out

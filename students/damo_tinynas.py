@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from distill.models.giraffe import ConvBNAct, RepConv, activation
+from distill.search.space import STEM, Block, Structure
 
 
 @dataclass(frozen=True)
@@ -228,3 +229,18 @@ def tinynas_backbone(structure: str, act: str) -> nn.Module:
 
 
 TINYNAS_NAMES = (*TINYNAS_STRUCTURES, *TINYNAS_CSP_STRUCTURES)
+
+
+def search_structure(structure: str) -> Structure:
+    """A residual ``TINYNAS_STRUCTURES`` entry as a structure of our MAE-NAS space (stem conv
+    + ``k1kx`` stages), so our search and scorer can measure it and ``NasBackbone`` build it.
+    Not the same network as ``TinyNasRes``: a 3x3 stride-2 stem conv for the Focus stem, no
+    SPP, a plain conv for the RepConv, and a 1x1 projection shortcut on each stage's first unit
+    (DAMO's stride-2 units have none)."""
+    if structure not in TINYNAS_STRUCTURES:
+        raise ValueError(f"{structure!r} is not a residual TinyNAS structure; valid: "
+                         f"{', '.join(TINYNAS_STRUCTURES)}")
+    stem, stages = TINYNAS_STRUCTURES[structure]
+    return (Block(STEM, 3, stem, 2, 3),) + tuple(
+        Block("k1kx", s.in_ch, s.out_ch, s.stride, s.kernel, s.depth, s.bottleneck)
+        for s in stages)

@@ -20,7 +20,7 @@ from distill.models import build_model, list_models
 from distill.models.giraffe import reparameterize
 from distill.models.zero_head import ZeroHead
 from students.damo_nano import TinyNasMobile
-from students.damo_tinynas import tinynas_backbone
+from students.damo_tinynas import TINYNAS_STRUCTURES, search_structure, tinynas_backbone
 
 
 def _pico(num_classes: int = 3, **overrides):
@@ -261,6 +261,26 @@ def test_tinynas_backbones_return_strides_8_16_32(structure, channels):
     assert [f.shape[1:] for f in feats] == [(c, 64 // s, 64 // s)
                                             for c, s in zip(channels, (8, 16, 32))]
     assert backbone.channels == channels
+
+
+@pytest.mark.parametrize("structure", list(TINYNAS_STRUCTURES))
+def test_published_tinynas_lies_in_our_search_space_with_its_maps(structure):
+    """The published residual structures, written in our space, pass its rules (so our search
+    could have found them) and build a backbone with DAMO's maps at strides 8, 16, 32."""
+    from distill.search.space import SearchSpace
+    from distill.search_config import SearchSpaceConfig
+    from students.nas.backbone import NasBackbone
+
+    converted = search_structure(structure)
+    assert SearchSpace.from_config(SearchSpaceConfig()).problems(converted) == []
+    assert sum(block.depth for block in converted[1:]) == sum(
+        stage.depth for stage in TINYNAS_STRUCTURES[structure][1])
+    ours = NasBackbone(converted, strides=(8, 16, 32), num_extra=0)
+    damo = tinynas_backbone(structure, "relu")
+    x = torch.rand(1, 3, 64, 64)
+    assert [f.shape for f in ours(x)] == [f.shape for f in damo(x)]
+    with pytest.raises(ValueError, match="tinynas_l35_kxkx"):
+        search_structure("tinynas_l35_kxkx")
 
 
 def test_for_deployment_fuses_every_repconv_and_keeps_the_outputs():

@@ -133,7 +133,9 @@ def _load_table(cfg: Any, space: SearchSpace) -> Any:
     return table
 
 
-def _scorer(cfg: Any) -> Callable[[Structure], float]:
+def structure_scorer(cfg: Any) -> Callable[[Structure], float]:
+    """The score function ``cfg`` (a ``SearchConfig``) names, as the search applies it
+    (NaN counts as -inf)."""
     from .score import score
 
     if cfg.score == "entropy":
@@ -206,7 +208,7 @@ def run_search(cfg: Any, out_dir: str | Path, resume: bool = False,
     budget = budget_from_config(cfg.budget)
     table = _load_table(cfg, space)
     settings = _settings(cfg, space, budget, table)
-    scorer = _scorer(cfg)
+    scorer = structure_scorer(cfg)
     state_path = out_dir / "population.json"
 
     def member(structure: Structure) -> Member:

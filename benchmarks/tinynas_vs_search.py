@@ -41,14 +41,16 @@ def write_structure(path: Path, structure: Structure, extra: dict) -> None:
                     + "\n")
 
 
-def compare(name: str, candidates: int, progress: bool) -> dict:
-    """Search under ``name``'s budget; score both; write both structures."""
+def compare(name: str, candidates: int, progress: bool, overrides: list[str], tag: str) -> dict:
+    """Search under ``name``'s budget (``overrides``: more ``search.*`` settings); score both;
+    write both structures (the searched one as ``<name>_searched<tag>.json``)."""
     published = search_structure(name)
     measures = Budget().measure(published, IMAGE_SIZE)
     recipe = load_recipe(None, [
-        f"name=tinynas-{name}", "output_dir=runs/tinynas", f"search.image_size={IMAGE_SIZE}",
+        f"name=tinynas-{name}{tag}", "output_dir=runs/tinynas", f"search.image_size={IMAGE_SIZE}",
         f"search.budget.macs={measures['macs']}", f"search.budget.params={measures['params']}",
         f"search.budget.layers={measures['layers']}", f"search.candidates={candidates}",
+        *overrides,
     ])
     cfg, out_dir = search_settings(recipe)
     start = time.perf_counter()
@@ -58,11 +60,12 @@ def compare(name: str, candidates: int, progress: bool) -> dict:
     write_structure(OUT / f"{name}_published.json", published,
                     {"score": published_score, "measures": measures, "image_size": IMAGE_SIZE,
                      "source": f"DAMO-YOLO's {name} (students.damo_tinynas.search_structure)"})
-    write_structure(OUT / f"{name}_searched.json", result.structure,
+    write_structure(OUT / f"{name}_searched{tag}.json", result.structure,
                     {"score": result.score, "measures": result.measures,
                      "image_size": IMAGE_SIZE, "budget": measures, "seed": cfg.seed,
-                     "candidates": result.candidates})
-    row = {"structure": name, "image_size": IMAGE_SIZE, "budget": measures,
+                     "candidates": result.candidates, "overrides": overrides})
+    row = {"structure": name, "tag": tag, "overrides": overrides, "image_size": IMAGE_SIZE,
+           "budget": measures,
            "published": {"score": published_score, **measures},
            "searched": {"score": result.score, **result.measures},
            "candidates": result.candidates, "search_seconds": round(seconds, 1)}
@@ -75,11 +78,15 @@ def main() -> None:
     parser.add_argument("--structures", nargs="+", default=list(TINYNAS_STRUCTURES),
                         choices=list(TINYNAS_STRUCTURES))
     parser.add_argument("--candidates", type=int, default=2000)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="more search settings, e.g. search.space.min_width=16")
+    parser.add_argument("--tag", default="", help="suffix of the searched files, e.g. -wide")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    rows = [compare(name, args.candidates, not args.no_progress) for name in args.structures]
-    out = REPO / "benchmarks" / "results" / "tinynas_vs_search.json"
+    rows = [compare(name, args.candidates, not args.no_progress, args.set, args.tag)
+            for name in args.structures]
+    out = REPO / "benchmarks" / "results" / f"tinynas_vs_search{args.tag}.json"
     out.write_text(json.dumps(rows, indent=2) + "\n")
     print(f"results: {out}")
 

@@ -145,12 +145,14 @@ def main() -> None:
         obtained = obtain_teacher(recipe, data.num_classes, root)
         teacher, teacher_metrics = obtained.model, obtained.metrics
     runs: dict[str, dict[int, float]] = {"baseline": {}}
+    earlier_seconds = 0.0
     if out.is_file():  # earlier invocations with this label: keep their finished runs
         earlier = json.loads(out.read_text())
         for method, maps in earlier["maps"].items():
             runs[method] = {int(seed): value for seed, value in maps.items()}
         methods = {**earlier.get("terms", {}), **methods}
-    start = time.perf_counter()
+        earlier_seconds = earlier.get("wall_seconds", 0)
+    start = time.perf_counter() - earlier_seconds  # wall time over every invocation
 
     def record(method: str, seed: int, metrics: dict) -> None:
         runs.setdefault(method, {})[seed] = float(metrics["map"])

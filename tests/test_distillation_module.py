@@ -249,6 +249,20 @@ def test_teacher_cache_is_keyed_by_what_shapes_the_teacher(tmp_path):
     assert base == teacher_cache_dir(tiny_recipe(tmp_path, **{"trainer.log_every": "7"}))
 
 
+def test_teacher_cache_key_reads_the_data_root_as_an_absolute_path(tmp_path, monkeypatch):
+    from distill.stages import teacher_cache_dir
+
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    absolute = tiny_recipe(tmp_path, **{"data.root": str(tmp_path / "shapes"),
+                                        "output_dir": str(tmp_path / "runs")})
+    relative = tiny_recipe(tmp_path, **{"data.root": "../shapes",
+                                        "output_dir": str(tmp_path / "runs")})
+    other = tiny_recipe(tmp_path, **{"data.root": "shapes", "output_dir": str(tmp_path / "runs")})
+    assert teacher_cache_dir(relative) == teacher_cache_dir(absolute)
+    assert teacher_cache_dir(other) != teacher_cache_dir(absolute)  # work/shapes: other data
+
+
 def test_teacher_cache_key_ignores_unset_keys():
     """A new optional recipe key (null or empty by default) must not orphan cached teachers."""
     from distill.stages.teacher import _without_unset

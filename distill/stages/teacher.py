@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,8 @@ def _without_unset(settings: Any, defaults: Any = None) -> Any:
 
 
 def teacher_cache_dir(recipe: Recipe) -> Path:
-    """Where a teacher trained by `distill run` lives: keyed by everything that shapes it."""
+    """Where a teacher trained by `distill run` lives: keyed by everything that shapes it (the
+    data root as an absolute path: a relative and an absolute spelling share one teacher)."""
     settings = recipe_to_dict(teacher_recipe(recipe))  # the key hashes the plain form
     for key in ("name", "output_dir", "resume", "logger", "wandb_mode", "wandb_project",
                 "teacher", "distill", "search"):
@@ -75,6 +77,9 @@ def teacher_cache_dir(recipe: Recipe) -> Path:
     for key in ("progress_bar", "log_every", "checkpoint_every_steps"):
         settings["trainer"].pop(key)
     settings["data"].pop("num_workers")
+    root = settings["data"].get("root")
+    if isinstance(root, str) and root:  # one dataset, however its folder is spelt
+        settings["data"]["root"] = os.path.normpath(os.path.abspath(root))
     settings = _without_unset(settings, recipe_to_dict(Recipe()))
     digest = hashlib.sha1(OmegaConf.to_yaml(settings).encode()).hexdigest()[:10]
     return Path(recipe.output_dir) / "teachers" / f"{recipe.teacher.model.name}-{digest}"

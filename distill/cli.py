@@ -240,13 +240,22 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as err:
         print(f"distill {args.command}: error: {err}", file=sys.stderr)
         return 1
+    except RuntimeError as err:  # a DataLoader worker that SIGTERM reached before its init ran
+        if "killed by signal: Terminated" not in str(err):
+            raise
+        return stopped_by_sigterm(args.command)
     except SystemExit as err:  # Lightning ends a run on SIGTERM with a bare SystemExit (code 0)
         if type(err).__name__ != "SIGTERMException":
             raise
-        print(f"distill {args.command}: stopped by SIGTERM before the run finished (no metrics "
-              "or report written). Run the same command with resume=true to continue from "
-              "the run folder's checkpoints/last.ckpt.", file=sys.stderr)
-        return 128 + signal.SIGTERM
+        return stopped_by_sigterm(args.command)
+
+
+def stopped_by_sigterm(command: str) -> int:
+    """Say how to continue a run that SIGTERM stopped; the exit code a shell gives it (143)."""
+    print(f"distill {command}: stopped by SIGTERM before the run finished (no metrics or "
+          "report written). Run the same command with resume=true to continue from the run "
+          "folder's checkpoints/last.ckpt.", file=sys.stderr)
+    return 128 + signal.SIGTERM
 
 
 if __name__ == "__main__":

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import time
 
+import pytest
 import pytorch_lightning as pl
 import torch
+from test_resume import env, run_args
 
 from distill.cli import main
 from distill.lightning.detection import DetectionModule
@@ -47,3 +51,24 @@ def test_sigterm_exits_143_saves_the_step_and_resume_finishes(tmp_path, capsys, 
     assert json.loads((run / "metrics.json").read_text())["map"] >= 0
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert state["global_step"] == 6  # 3 epochs of 2 steps: resumed, not restarted
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_with_loader_workers_exits_143_resumable(tmp_path):
+    """`timeout` and SLURM signal the whole process group: the DataLoader workers get SIGTERM
+    too. They ignore it, so the main process stops between steps as when only it is signalled
+    (before: a worker died, the main process raised mid-step and exited 1 with a traceback)."""
+    args = run_args(tmp_path, "group", "data.num_workers=2", "trainer.epochs=40")
+    proc = subprocess.Popen(args, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    last = tmp_path / "group" / "tiny" / "distilled" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # mid-run, workers up
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "stopped by SIGTERM" in err and "resume=true" in err
+    assert "killed by signal" not in err and "Traceback" not in err
+    assert 0 < torch.load(last, weights_only=True)["global_step"] < 80

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/distill_evidence.py --dataset bccd [--methods cwd prediction ...]
         [--seeds 0 1 2] [--method-seeds 0] [--set key=value ...] [--tag NAME]
+    .venv/bin/python benchmarks/distill_evidence.py --dataset embedded --grid [fgd crosskd ...]
 
 Per dataset (``embedded`` = recipes/quickstart.yaml, ``bccd``, ``aquarium``): the recipe's
 teacher is trained once (or reused from runs/teachers/), then for each seed the baseline student
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from method_grid import best_per_method, grid_methods
 
 from distill.config import Recipe, load_recipe
 from distill.data import DetectionDataModule
@@ -115,6 +117,9 @@ def main() -> None:
     parser.add_argument("--default", default="recipe",
                         help="the method that gets --seeds: 'recipe' (the recipe's own terms), "
                         "a method name, or 'none' (baselines only)")
+    parser.add_argument("--grid", nargs="*", default=None, metavar="METHOD",
+                        help="the equal-budget grid (method_grid.py) of these methods "
+                        "(none named: all) on --method-seeds")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--method-seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--set", nargs="*", default=[], help="key=value overrides for every run")
@@ -132,6 +137,13 @@ def main() -> None:
     for item in args.define:
         name, _, terms = item.partition("=")
         methods[name] = yaml.safe_load(terms)
+    if args.grid is not None:  # the grid alone, unless --methods names more
+        try:
+            grid = grid_methods(tuple(args.grid)) if args.grid else grid_methods()
+        except ValueError as err:
+            parser.error(str(err))
+        methods.update(grid)
+        args.methods = [*(args.methods or []), *grid]
     args.methods = list(METHODS) if args.methods is None else args.methods
     unknown = [m for m in args.methods if m not in methods]
     if unknown:
@@ -180,6 +192,10 @@ def main() -> None:
             metrics, _ = run_distilled(distilled, teacher, data.num_classes,
                                        root / f"{method}-s{seed}")
         record(method, seed, metrics)
+    if args.grid is not None:
+        summary = json.loads(out.read_text())["summary"]
+        for method, (name, value) in best_per_method(summary).items():
+            print(f"best {method}: {name} {value:.4f}")
     print(f"written: {out}")
 
 

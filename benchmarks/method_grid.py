@@ -1,0 +1,55 @@
+"""One tuning budget for every distillation method (issue 26): the grid and its best points.
+
+Every method gets the same sweep: the auto-balanced weight at each target (the term held at
+``target`` x the detection loss), flat for the whole run or decaying with the cosine to a tenth.
+``grid_methods`` writes the grid as ``distill_evidence`` method definitions, named
+``<method>-t<target>-<flat|decay>``; ``best_per_method`` reads a results file's summary back
+and keeps each method's best point, so every method is compared at its own best.
+"""
+
+from __future__ import annotations
+
+FEATURE_LOSSES = ("cwd", "mimic", "fgd", "mgd")
+HEAD_TERMS = ("prediction", "crosskd")
+METHODS = (*FEATURE_LOSSES, *HEAD_TERMS)
+TARGETS = (4.0, 16.0, 32.0)
+SCHEDULES = {"flat": 1.0, "decay": 0.1}  # the weight's end, as a share of its start
+
+
+def term(method: str, target: float, end: float) -> dict:
+    """One term of ``method`` (a feature loss or a head term) at ``target``, ending at ``end``."""
+    weight = {"schedule": "auto", "target": float(target), "start": 1.0, "end": float(end)}
+    if method in FEATURE_LOSSES:
+        return {"kind": "feature", "loss": method, "weight": weight}
+    if method in HEAD_TERMS:
+        return {"kind": method, "weight": weight}
+    raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+
+
+def grid_name(method: str, target: float, schedule: str) -> str:
+    """The grid point's method name, e.g. ``fgd-t16-flat``."""
+    return f"{method}-t{target:g}-{schedule}"
+
+
+def grid_methods(methods: tuple[str, ...] = METHODS, targets: tuple[float, ...] = TARGETS,
+                 schedules: tuple[str, ...] = tuple(SCHEDULES)) -> dict[str, list[dict]]:
+    """Every (method, target, schedule) point as a one-term method definition."""
+    unknown = [s for s in schedules if s not in SCHEDULES]
+    if unknown:
+        raise ValueError(f"unknown schedule(s) {unknown}; known: {', '.join(SCHEDULES)}")
+    return {grid_name(m, t, s): [term(m, t, SCHEDULES[s])]
+            for m in methods for t in targets for s in schedules}
+
+
+def best_per_method(summary: dict) -> dict[str, tuple[str, float]]:
+    """For each method of the grid found in a ``distill_evidence`` summary: its best point's
+    name and mean mAP. Ties keep the first (lower target, flat before decay)."""
+    best: dict[str, tuple[str, float]] = {}
+    for name, row in summary.get("methods", {}).items():
+        method = name.split("-t")[0]
+        if method not in METHODS or "-t" not in name:
+            continue
+        value = float(row["map"]["mean"])
+        if method not in best or value > best[method][1]:
+            best[method] = (name, value)
+    return best

@@ -61,7 +61,7 @@ def test_check_lists_every_term_and_stops_on_unpairable_predictions(tmp_path, ca
     crosskd = report["terms"][1]["params"]
     assert crosskd == 2 * (24 * 32 + 32)  # two 1x1 align convs, dm3 heads (24) -> dm2 heads (32)
     other_size = tiny_recipe(tmp_path, **{"distill.terms": "[{kind: prediction}]",
-                                          "teacher.model.image_size": "256"})
+                                          "teacher.model.image_size": "192"})
     with pytest.raises(RecipeError, match=r"stride 8 .*same input size"):
         check(other_size, batches=1)
     typo = tiny_recipe(tmp_path, **{"distill.terms": "[{kind: prediction, bx: giou}]",

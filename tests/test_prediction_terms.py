@@ -114,9 +114,9 @@ def test_prediction_term_is_zero_for_a_copy_and_trains_only_the_student():
 
 def test_prediction_pairs_by_stride_and_rejects_other_input_sizes():
     student = build_detector({"name": "efficientdet_dm3", "image_size": 128}, 3)
-    teacher = build_detector({"name": "efficientdet_dm2", "image_size": 256}, 3)
-    with pytest.raises(RecipeError, match=r"stride 8.*input 128.*input 256.*same input size"):
-        PredictionTerm(PredictionTermConfig(), BuildContext(student, teacher, 128, 256))
+    teacher = build_detector({"name": "efficientdet_dm2", "image_size": 192}, 3)
+    with pytest.raises(RecipeError, match=r"stride 8.*input 128.*input 192.*same input size"):
+        PredictionTerm(PredictionTermConfig(), BuildContext(student, teacher, 128, 192))
     teacher = build_detector({"name": "retinanet_tiny", "image_size": 128}, 3)
     with pytest.raises(RecipeError, match=r"anchors .* differ from the teacher's"):
         PredictionTerm(PredictionTermConfig(), BuildContext(student, teacher, 128, 128))
@@ -205,3 +205,63 @@ def test_detector_output_fields_for_terms():
     hidden = out.taps["cls_hidden"]
     assert [h.shape[1] for h in hidden] == [student.class_head.width] * 3
     assert out.cls_logits.shape[1] == sum(h.shape[-1] * h.shape[-2] * 9 for h in hidden)
+
+
+@pytest.mark.parametrize("student_name, teacher_name", [
+    ("efficientdet_dm3", "efficientdet_dm2"), ("damo_yolo_pico", "damo_yolo_pico")])
+def test_a_teacher_at_twice_the_input_pairs_its_stride_2s_with_the_students_s(
+        student_name, teacher_name):
+    """The rule's premise: at stride 2s and twice the input, the teacher's priors (anchors or
+    cells) are the student's at stride s scaled by 2, so its box outputs decode on the
+    student's priors to the teacher's boxes in the student's pixels."""
+    torch.manual_seed(0)
+    student = build_detector({"name": student_name, "image_size": 128}, 3)
+    teacher = build_detector({"name": teacher_name, "image_size": 256}, 3).eval()
+    term = PredictionTerm(PredictionTermConfig(), BuildContext(student, teacher, 128, 256))
+    strides = list(student.strides)
+    assert term.strides == [s for s in strides if 2 * s in teacher.strides]
+    assert [teacher.strides[t] for t in term.teacher_levels] == [2 * s for s in term.strides]
+    assert "(stride 16)" in term.describe()["pairs"][0]
+    s_priors = student.priors((128, 128), torch.device("cpu"))
+    t_priors = teacher.priors((256, 256), torch.device("cpu"))
+    s_cut = term.cut(s_priors[None], student, (128, 128), term.student_levels)[0]
+    t_cut = term.cut(t_priors[None], teacher, (256, 256), term.teacher_levels)[0]
+    assert torch.allclose(t_cut / 2, s_cut)
+    images = torch.rand(2, 3, 128, 128)
+    s_out = student(images)
+    with torch.no_grad():
+        t_out = teacher(torch.nn.functional.interpolate(images, size=(256, 256)))
+    s, t = term.paired(TermInputs(s_out, t_out, [], (128, 128)))
+    assert s["cls"].shape == t["cls"].shape and s["box"].shape == t["box"].shape
+    t_boxes = teacher.decode_boxes(t["box"], s["priors"])  # on the student's priors
+    own = teacher.decode_boxes(t["box"], t_cut) / 2  # on its own, in its pixels, halved
+    assert torch.allclose(t_boxes, own, atol=1e-4)
+    out = term(TermInputs(s_out, t_out, [], (128, 128)))
+    out["total"].backward()
+    assert torch.isfinite(out["total"]) and out["total"] > 0
+    assert all(p.grad is None for p in teacher.parameters())
+    top = strides[-1]  # the teacher has no stride twice the student's coarsest
+    with pytest.raises(RecipeError, match=rf"stride {top} with its stride {2 * top}, which it"):
+        PredictionTerm(PredictionTermConfig(strides=[top]), BuildContext(student, teacher, 128,
+                                                                          256))
+
+
+@pytest.mark.parametrize("kind", ["crosskd", "localization"])
+def test_head_terms_take_a_teacher_at_twice_the_input(kind):
+    torch.manual_seed(0)
+    student = build_detector({"name": "damo_yolo_pico", "image_size": 128}, 3)
+    teacher = build_detector({"name": "damo_yolo_pico", "image_size": 256}, 3).eval()
+    teacher.requires_grad_(False)
+    cfg = load_recipe(None, [f"distill.terms=[{{kind: {kind}}}]"]).distill
+    terms = build_terms(resolve_terms(cfg), BuildContext(student, teacher, 128, 256))
+    term = next(iter(terms.values()))
+    assert [teacher.strides[t] for t in term.teacher_levels] == [16, 32]
+    images = torch.rand(2, 3, 128, 128)
+    s_out = student(images, taps=term.taps)
+    with torch.no_grad():
+        t_out = teacher(torch.nn.functional.interpolate(images, size=(256, 256)))
+    out = term(TermInputs(s_out, t_out, [], (128, 128)))
+    out["total"].backward()
+    assert torch.isfinite(out["total"]) and out["total"] > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+    assert all(p.grad is None for p in teacher.parameters())

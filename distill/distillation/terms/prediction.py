@@ -3,10 +3,14 @@
 Predictions are paired level by level: a level of stride s pairs when both models have it at
 the same map size with equal ``Detector.prediction_signature()`` (the same anchors per
 location, or one point per location for anchor-free heads), so prediction a of the student is
-prediction a of the teacher. Otherwise the term stops before training and says why (a teacher
-at another input size, other anchor settings, an anchor head against a point head). Boxes are
-compared decoded, each model decoding its own box outputs, so two heads with different box
-encodings pair too.
+prediction a of the teacher. A teacher at k times the student's input (k = 2, 4, ...) pairs its
+level of stride k*s with the student's of stride s: the same map, and at k times the input the
+same object has k times the size, so the teacher's anchors (or cells) there are the student's
+ones scaled by k and its box outputs (relative to the anchor, or in units of the stride) need no
+change; the student's levels without such a partner take no part. Otherwise (another size
+ratio, other anchor settings, an anchor head against a point head) the term stops before
+training and says why. Boxes are compared decoded on the student's priors, each model decoding
+its own box outputs, so two heads with different box encodings pair too.
 """
 
 from __future__ import annotations
@@ -54,10 +58,46 @@ def model_name(model: nn.Module) -> str:
     return f"{name} ({type(model).__name__})" if name else type(model).__name__
 
 
+def input_ratio(ctx: BuildContext) -> int:
+    """How many times the student's input the teacher's is, when that is a power of two
+    (1, 2, 4, ...); 0 otherwise."""
+    ratio, rest = divmod(ctx.teacher_size, ctx.student_size)
+    return ratio if rest == 0 and ratio & (ratio - 1) == 0 else 0
+
+
+def scaled_levels(student: nn.Module, teacher: nn.Module, strides: list[int] | None,
+                  ratio: int, key: str) -> tuple[list[int], list[int], list[int]]:
+    """``(student strides, student levels, teacher levels)``: the student's stride s with the
+    teacher's stride ``ratio * s`` (``strides`` None: every stride that has such a partner)."""
+    s_strides, t_strides = list(student.strides), list(teacher.strides)
+    wanted = ([s for s in s_strides if s * ratio in t_strides] if strides is None
+              else list(strides))
+    for stride in wanted:
+        if stride not in s_strides:
+            raise RecipeError(f"{key}: the student has no level at stride {stride} (its "
+                              f"strides: {s_strides})")
+        if stride * ratio not in t_strides:
+            raise RecipeError(
+                f"{key}: the teacher at {ratio}x the student's input pairs the student's stride "
+                f"{stride} with its stride {stride * ratio}, which it lacks (its strides: "
+                f"{t_strides}); leave that stride out")
+    if not wanted:
+        raise RecipeError(f"{key}: with the teacher at {ratio}x the student's input no student "
+                          f"stride {s_strides} has a teacher stride {ratio}x it ({t_strides})")
+    return (wanted, [s_strides.index(s) for s in wanted],
+            [t_strides.index(s * ratio) for s in wanted])
+
+
 def paired_predictions(ctx: BuildContext, strides: list[int] | None, key: str
                        ) -> tuple[list[int], list[int], list[int]]:
-    """``(strides, student levels, teacher levels)`` whose predictions pair one to one."""
-    strides, s_levels, t_levels = paired_levels(ctx.student, ctx.teacher, strides, key)
+    """``(student strides, student levels, teacher levels)`` whose predictions pair one to
+    one (see the module docstring)."""
+    ratio = input_ratio(ctx)
+    if ratio > 1:
+        strides, s_levels, t_levels = scaled_levels(ctx.student, ctx.teacher, strides, ratio,
+                                                    key)
+    else:
+        strides, s_levels, t_levels = paired_levels(ctx.student, ctx.teacher, strides, key)
     s_sig, t_sig = ctx.student.prediction_signature(), ctx.teacher.prediction_signature()
     if s_sig != t_sig:
         raise RecipeError(
@@ -74,7 +114,8 @@ def paired_predictions(ctx: BuildContext, strides: list[int] | None, key: str
                 f"{key}: at stride {stride} the student's map is {s_sizes[s_i]} (input "
                 f"{ctx.student_size}) but the teacher's is {t_sizes[t_i]} (input "
                 f"{ctx.teacher_size}): predictions pair anchor by anchor only at the same input "
-                "size; set teacher.model.image_size to model.image_size or use a feature term")
+                "size or a teacher input 2, 4, ... times the student's; set "
+                "teacher.model.image_size so, or use a feature term")
     return strides, s_levels, t_levels
 
 
@@ -174,6 +215,8 @@ class PredictionTerm(DistillTerm):
         return self.models[0].decode_boxes, self.models[1].decode_boxes
 
     def describe(self) -> dict[str, Any]:
+        t_strides = self.models[1].strides
         pairs = [f"stride {s}: student level {a} <-> teacher level {b}"
+                 + (f" (stride {t_strides[b]})" if t_strides[b] != s else "")
                  for s, a, b in zip(self.strides, self.student_levels, self.teacher_levels)]
         return {**super().describe(), "pairs": pairs}

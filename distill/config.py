@@ -125,6 +125,11 @@ class TeacherConfig:
     # distillation loss as float32 either way
     precision: Optional[str] = None
     channels_last: bool = True  # teacher weights and inputs in channels_last memory format
+    # what the teacher sees when its image_size is larger than the student's: resized (the
+    # student's batch upsampled) | native (training images prepared at the teacher's size, the
+    # student's copy downsampled with antialiasing and its boxes scaled: the detail it was
+    # trained on). Validation is the student's, at its own size, either way
+    input: str = "resized"
 
 
 @dataclass
@@ -203,6 +208,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "trainer.precision": ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"),
     "teacher.precision": ("bf16", "32"),
     "teacher.use": ("last", "best"),
+    "teacher.input": ("resized", "native"),
     "search.score": SCORES,
 }
 

@@ -136,13 +136,15 @@ def resolve_image_size(recipe: Recipe) -> int:
         return build_model(recipe.model.name, num_classes=1).image_size
 
 
-def prepare_data(recipe: Recipe) -> DetectionDataModule:
-    """Build the data module and parse + validate the dataset now, before any training."""
+def prepare_data(recipe: Recipe, train_image_size: int | None = None) -> DetectionDataModule:
+    """Build the data module and parse + validate the dataset now, before any training
+    (``train_image_size``: training images at that size, validation at the student's)."""
     data = DetectionDataModule(
         recipe.data,
         image_size=resolve_image_size(recipe),
         seed=recipe.seed,
         synthetic=recipe.data.synthetic,
+        train_image_size=train_image_size,
     )
     data.setup("fit")
     return data

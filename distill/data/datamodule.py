@@ -44,7 +44,8 @@ class DetectionDataModule(pl.LightningDataModule):
     ``format: synthetic`` (default: the config's ``synthetic`` section, else ``SyntheticConfig()``).
     """
 
-    def __init__(self, cfg: DataConfig, image_size: int, seed: int = 0, synthetic: Any = None):
+    def __init__(self, cfg: DataConfig, image_size: int, seed: int = 0, synthetic: Any = None,
+                 train_image_size: int | None = None):
         super().__init__()
         self.format = data_format(cfg.format)
         check_policy(cfg.bad_samples)
@@ -54,6 +55,8 @@ class DetectionDataModule(pl.LightningDataModule):
         self.settings = format_settings(self.format, values)  # the format's own settings
         self.cfg = cfg
         self.image_size = int(image_size)
+        # training images at another size (a teacher's native input, ``teacher.input``)
+        self.train_image_size = int(train_image_size or image_size)
         self.seed = int(seed)
         self.train_index: DatasetIndex | None = None
         self.val_index: DatasetIndex | None = None
@@ -119,6 +122,8 @@ class DetectionDataModule(pl.LightningDataModule):
                 "same order"
             )
         train_tf, val_tf = build_transforms(self.image_size, cfg.augment)
+        if self.train_image_size != self.image_size:
+            train_tf = build_transforms(self.train_image_size, cfg.augment)[0]
         self.train_dataset = DetectionDataset(train, train_tf)
         augment = cfg.augment
         if augment.enabled and (augment.mosaic or augment.mixup):

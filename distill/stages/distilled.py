@@ -17,7 +17,7 @@ from distill.distillation.terms import TermConfig
 from distill.io import write_text_atomic
 from distill.lightning.detection import build_detector
 from distill.stages.base import RunContext, Stage, StageResult, stage_row
-from distill.stages.link import Link
+from distill.stages.link import Link, teacher_input_size
 from distill.training import finished_metrics, fit, is_rank_zero, prepare_data, train
 
 
@@ -41,7 +41,7 @@ def run_distilled(recipe: Recipe, teacher: nn.Module, num_classes: int, stage_di
     if done is not None:
         return {**done, "checkpoint": str(student_path)}, build_detector(recipe.model, num_classes)
     pl.seed_everything(recipe.seed, workers=True)  # the same student init as the baseline
-    data = prepare_data(recipe)
+    data = prepare_data(recipe, train_image_size=teacher_input_size(recipe))
     stage_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(stage_dir / "recipe.yaml", recipe_to_yaml(recipe))
     module = DistillationModule(recipe, data.class_names, teacher=teacher, terms=terms)

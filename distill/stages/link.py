@@ -138,6 +138,21 @@ def print_terms(terms: list[dict]) -> None:
             print(f"  {row}")
 
 
+def teacher_input_size(recipe: Recipe) -> int | None:
+    """The training images' size under ``teacher.input: native`` (the teacher's, when larger
+    than the student's); None: the student's."""
+    if recipe.teacher.input != "native":
+        return None
+    student = resolve_image_size(recipe)
+    teacher = recipe.teacher.model.image_size or student
+    if teacher < student:
+        raise RecipeError(
+            f"teacher.input: native prepares the training images at the teacher's size and "
+            f"shrinks them for the student, but the teacher's teacher.model.image_size "
+            f"({teacher}) is smaller than the student's ({student}); use resized")
+    return teacher if teacher > student else None
+
+
 def check_link(recipe: Recipe, data: DetectionDataModule, batches: int, path: Path | None,
                terms: list[TermConfig], pending: str = "distill run trains it") -> dict:
     """The check of one single-teacher ``recipe`` with its ``terms``: level pairing, align
@@ -151,6 +166,7 @@ def check_link(recipe: Recipe, data: DetectionDataModule, batches: int, path: Pa
     module = DistillationModule(recipe, data.class_names, teacher=teacher, terms=terms)
     student_size = data.image_size
     teacher_size = recipe.teacher.model.image_size or student_size
+    native = teacher_input_size(recipe)
     described = [term.describe() for term in module.distiller.values()]
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     report: dict[str, Any] = {
@@ -166,6 +182,11 @@ def check_link(recipe: Recipe, data: DetectionDataModule, batches: int, path: Pa
           f"  input {student_size}")
     print(f"teacher  {recipe.teacher.model.name:<20} {report['teacher']['params'] / 1e6:7.2f}M "
           f"params  input {teacher_size}  weights: {path or f'none yet ({pending})'}")
+    if teacher_size != student_size:
+        print(f"  teacher input: {recipe.teacher.input}: " + (
+            f"training images prepared at {teacher_size} px for the teacher, resized to "
+            f"{student_size} for the student" if native else
+            f"the student's {student_size} px batch resized to {teacher_size}"))
     for role, model in (("student", module.model), ("teacher", teacher)):
         report[role]["head"] = model.describe_head()
         for key, line in report[role]["head"].items():

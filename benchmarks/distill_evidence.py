@@ -107,7 +107,8 @@ def base_recipe(dataset: str, overrides: list[str], runs: Path) -> Recipe:
                         f"output_dir={runs}", *overrides])
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=sorted(RECIPES), default="embedded")
     parser.add_argument("--define", nargs="*", default=[], metavar="NAME=TERMS",
@@ -126,13 +127,13 @@ def main() -> None:
     parser.add_argument("--tag", default="", help="result and run folder suffix")
     parser.add_argument("--runs", type=Path, default=REPO / "runs",
                         help="where teachers and runs live (keep it across sessions to resume)")
-    args = parser.parse_args()
+    return parser
 
-    label = f"{args.dataset}-{args.tag}" if args.tag else args.dataset
-    recipe = base_recipe(args.dataset, args.set, args.runs)
-    root = args.runs / "evidence" / label
-    out = REPO / "benchmarks" / "results" / f"evidence_{label}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
+
+def resolve_methods(parser: argparse.ArgumentParser, args: argparse.Namespace
+                    ) -> dict[str, list[dict]]:
+    """Every method definition (built-in, ``--define``, ``--grid``); sets ``args.methods`` to
+    the ones to run and stops with a usage error on an unknown name."""
     methods = dict(METHODS)
     for item in args.define:
         name, _, terms = item.partition("=")
@@ -148,6 +149,19 @@ def main() -> None:
     unknown = [m for m in args.methods if m not in methods]
     if unknown:
         parser.error(f"unknown method(s) {unknown}; known: {', '.join(methods)}")
+    return methods
+
+
+def main() -> None:
+    parser = build_parser()
+    args = parser.parse_args()
+
+    label = f"{args.dataset}-{args.tag}" if args.tag else args.dataset
+    recipe = base_recipe(args.dataset, args.set, args.runs)
+    root = args.runs / "evidence" / label
+    out = REPO / "benchmarks" / "results" / f"evidence_{label}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    methods = resolve_methods(parser, args)
     default = args.default
     if default == "recipe":
         methods["recipe"] = recipe.distill.terms or [{"kind": "feature"}]

@@ -17,12 +17,15 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-# dataset -> rows: (student, image size, results file, distilled method, teacher shown)
+# dataset -> rows: (student, image size, results file, distilled method, teacher shown[, a
+# note after the student's name])
 ROWS = {
     "embedded": [("efficientdet_dm3", 128, "evidence_embedded-try1.json", "ck16_pred", "D0"),
                  ("damo_yolo_pico", 128, "evidence_embedded-damo-nm.json", None, "DAMO-YOLO-Nm")],
     "BCCD": [("efficientdet_dm2", 256, "evidence_bccd.json", "ck16_pred", "D0"),
-             ("damo_yolo_tinynet", 256, "evidence_bccd-damo.json", None, "DAMO-YOLO-Nm")],
+             ("damo_yolo_tinynet", 256, "evidence_bccd-damo.json", None, "DAMO-YOLO-Nm"),
+             ("damo_yolo_tinynet", 256, "evidence_bccd-damo.json", "ck16", "DAMO-YOLO-Nm",
+              ", CrossKD alone")],
     "Aquarium": [("efficientdet_dm2", 256, "evidence_aquarium.json", "recipe", "D0"),
                  ("damo_yolo_tinynet", 256, "evidence_aquarium-damo.json", None, "DAMO-YOLO-Nm")],
 }
@@ -36,11 +39,12 @@ def spread(values: list[float]) -> str:
     return f"{statistics.fmean(values):.4f} +- {std:.4f} ({len(values)})"
 
 
-def row(student: str, size: int, file: str, method: str | None, teacher: str) -> str:
+def row(student: str, size: int, file: str, method: str | None, teacher: str,
+        note: str = "") -> str:
     """One table row (missing results: dashes)."""
     path = RESULTS / file
     if not path.is_file():
-        return f"| {student} ({size} px) | - | - | - | - | - | - |"
+        return f"| {student} ({size} px){note} | - | - | - | - | - | - |"
     data = json.loads(path.read_text())
     maps = {m: {int(s): v for s, v in seeds.items()} for m, seeds in data["maps"].items()}
     method = method or data["summary"].get("default_method")
@@ -55,8 +59,9 @@ def row(student: str, size: int, file: str, method: str | None, teacher: str) ->
     latency = json.loads((RESULTS / f"student_latency_{size}.json").read_text())
     ms = latency["models"].get(student, {}).get("ms_2t")
     teacher_text = f"{teacher} {teacher_map:.4f}" if teacher_map else "-"
-    return (f"| {student} ({size} px) | {ms if ms else '-'} | {spread(list(base.values()))} | "
-            f"{spread(list(dist.values()))} | {gain} | {closed} | {teacher_text} |")
+    return (f"| {student} ({size} px){note} | {ms if ms else '-'} | "
+            f"{spread(list(base.values()))} | {spread(list(dist.values()))} | {gain} | "
+            f"{closed} | {teacher_text} |")
 
 
 def main() -> None:

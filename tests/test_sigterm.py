@@ -55,8 +55,8 @@ def test_sigterm_exits_143_saves_the_step_and_resume_finishes(tmp_path, capsys, 
 
 @pytest.mark.slow
 def test_sigterm_to_the_process_group_with_loader_workers_exits_143_resumable(tmp_path):
-    """`timeout` and SLURM signal the whole process group: the DataLoader workers get SIGTERM
-    too. They ignore it, so the main process stops between steps as when only it is signalled
+    """`timeout` signals the whole process group: the DataLoader workers, in a group of their
+    own, do not get it, so the main process stops between steps as when only it is signalled
     (before: a worker died, the main process raised mid-step and exited 1 with a traceback)."""
     args = run_args(tmp_path, "group", "data.num_workers=2", "trainer.epochs=40")
     proc = subprocess.Popen(args, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
+import os
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -22,12 +22,13 @@ from distill.data.settings import DataConfig
 from distill.data.transforms import build_transforms
 
 
-def ignore_sigterm(worker_id: int) -> None:
-    """A DataLoader worker's init: ignore SIGTERM. ``timeout`` and SLURM signal the whole
-    process group; a worker killed by it would raise in the main process mid-step, before
-    Lightning's own SIGTERM handling saves the state and stops between steps. The main process
-    still ends its workers at shutdown, and a worker whose parent is gone exits by itself."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+def own_process_group(worker_id: int) -> None:
+    """A DataLoader worker's init: leave the main process's process group. ``timeout`` (and a
+    shell's ``kill -TERM -PGID``) signal the whole group; a worker killed by it would raise in
+    the main process mid-step, before Lightning's own SIGTERM handling saves the state and
+    stops between steps. The main process still ends its workers by pid at shutdown, and a
+    worker whose parent is gone exits by itself."""
+    os.setpgid(0, 0)
 
 
 log = logging.getLogger(__name__)
@@ -165,7 +166,7 @@ class DetectionDataModule(pl.LightningDataModule):
             "persistent_workers": workers > 0,
             "collate_fn": collate,
             "pin_memory": torch.cuda.is_available(),
-            "worker_init_fn": ignore_sigterm if workers > 0 else None,
+            "worker_init_fn": own_process_group if workers > 0 else None,
         }
 
     def _world(self) -> tuple[int, int]:

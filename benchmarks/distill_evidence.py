@@ -3,6 +3,9 @@
     .venv/bin/python benchmarks/distill_evidence.py --dataset bccd [--methods cwd prediction ...]
         [--seeds 0 1 2] [--method-seeds 0] [--set key=value ...] [--tag NAME]
     .venv/bin/python benchmarks/distill_evidence.py --dataset embedded --grid [fgd crosskd ...]
+    .venv/bin/python benchmarks/distill_evidence.py --dataset bccd --tag best \
+        --best-from benchmarks/results/evidence_embedded-grid.json --default none --methods \
+        --seeds 0 1 2 --method-seeds 0 1 2
 
 Per dataset (``embedded`` = recipes/quickstart.yaml, ``bccd``, ``aquarium``): the recipe's
 teacher is trained once (or reused from runs/teachers/), then for each seed the baseline student
@@ -30,7 +33,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from method_grid import best_per_method, grid_methods
+from method_grid import best_methods, best_per_method, grid_methods
 
 from distill.config import Recipe, load_recipe
 from distill.data import DetectionDataModule
@@ -121,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--grid", nargs="*", default=None, metavar="METHOD",
                         help="the equal-budget grid (method_grid.py) of these methods "
                         "(none named: all) on --method-seeds")
+    parser.add_argument("--best-from", type=Path, default=None, metavar="RESULTS",
+                        help="a grid's results file: run each method's best point there and "
+                        "the two-term combinations of those (method_grid.best_methods)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--method-seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--set", nargs="*", default=[], help="key=value overrides for every run")
@@ -145,6 +151,15 @@ def resolve_methods(parser: argparse.ArgumentParser, args: argparse.Namespace
             parser.error(str(err))
         methods.update(grid)
         args.methods = [*(args.methods or []), *grid]
+    if args.best_from is not None:
+        if not args.best_from.is_file():
+            parser.error(f"--best-from {args.best_from}: no such results file")
+        grid = json.loads(args.best_from.read_text())
+        best = best_methods(grid["summary"], grid["terms"])
+        if not best:
+            parser.error(f"--best-from {args.best_from}: no grid points in its summary")
+        methods.update(best)
+        args.methods = [*(args.methods or []), *best]
     args.methods = list(METHODS) if args.methods is None else args.methods
     unknown = [m for m in args.methods if m not in methods]
     if unknown:

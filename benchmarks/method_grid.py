@@ -53,3 +53,25 @@ def best_per_method(summary: dict) -> dict[str, tuple[str, float]]:
         if method not in best or value > best[method][1]:
             best[method] = (name, value)
     return best
+
+
+def best_methods(summary: dict, terms: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """The methods the equal-budget table carries to every dataset: each method's best grid
+    point (under its grid name) and the two-term combinations of those bests: the best
+    neck-feature point with each head term's best, and the two head terms together."""
+    best = best_per_method(summary)
+    chosen = {name: terms[name] for name, _ in best.values()}
+    features = [best[m] for m in FEATURE_LOSSES if m in best]
+    heads = [best[m][0] for m in HEAD_TERMS if m in best]
+    pairs = [(a, b) for i, a in enumerate(heads) for b in heads[i + 1:]]
+    if features:
+        top_feature = max(features, key=lambda point: point[1])[0]
+        pairs = [(top_feature, head) for head in heads] + pairs
+    for a, b in pairs:
+        chosen[f"{a}+{b}"] = [*terms[a], *terms[b]]
+    return chosen
+
+
+def has_feature_term(method_terms: list[dict]) -> bool:
+    """Whether a method distils neck features (works for any pair with pyramid levels)."""
+    return any(term.get("kind", "feature") == "feature" for term in method_terms)

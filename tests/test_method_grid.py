@@ -9,7 +9,8 @@ from distill.config import load_recipe
 
 # the benchmark's helper lives beside it in benchmarks/ (run as scripts, not a package)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from method_grid import best_per_method, grid_methods  # noqa: E402
+from method_grid import best_methods, best_per_method, grid_methods  # noqa: E402
+from method_table import choose_default, gap_closed  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,3 +46,47 @@ def test_best_per_method_keeps_each_methods_best_point():
         "recipe": {"map": {"mean": 0.5}}, "ck16_pred2": {"map": {"mean": 0.4}}}}
     assert best_per_method(summary) == {"fgd": ("fgd-t16-flat", 0.12),
                                         "crosskd": ("crosskd-t16-flat", 0.13)}
+
+
+def test_best_methods_carries_each_best_point_and_the_two_term_combinations():
+    grid = grid_methods(("cwd", "fgd", "prediction", "crosskd"), targets=(4.0, 16.0))
+    maps = {"cwd-t16-decay": 0.09, "fgd-t16-flat": 0.12, "fgd-t4-flat": 0.08,
+            "prediction-t4-flat": 0.07, "crosskd-t16-flat": 0.11, "crosskd-t4-decay": 0.10}
+    summary = {"methods": {name: {"map": {"mean": value}} for name, value in maps.items()}}
+    chosen = best_methods(summary, grid)
+    assert list(chosen) == [
+        "cwd-t16-decay", "fgd-t16-flat", "prediction-t4-flat", "crosskd-t16-flat",
+        "fgd-t16-flat+prediction-t4-flat", "fgd-t16-flat+crosskd-t16-flat",
+        "prediction-t4-flat+crosskd-t16-flat"]
+    assert chosen["fgd-t16-flat+crosskd-t16-flat"] == [*grid["fgd-t16-flat"],
+                                                       *grid["crosskd-t16-flat"]]
+
+
+def _summary(teacher, base, gains):
+    """A distill_evidence summary: per method its paired gains over seeds."""
+    def spread(values):
+        mean = sum(values) / len(values)
+        std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+        return {"mean": mean, "std": std, "n": len(values)}
+    return {"teacher": teacher, "baseline": {"mean": base, "std": 0.0, "n": 3},
+            "methods": {m: {"map": spread([base + x for x in g]), "gain": spread(g)}
+                        for m, g in gains.items()}}
+
+
+def test_default_is_the_best_mean_gap_or_a_feature_term_within_one_standard_error():
+    rows = {"crosskd-t16-flat": grid_methods(("crosskd",))["crosskd-t16-flat"],
+            "fgd-t16-flat": grid_methods(("fgd",))["fgd-t16-flat"]}
+    # gap 0.1 on both: crosskd closes 60% (se 4.1% over the two), fgd 57%; the spread decides
+    noisy = {"a": _summary(0.2, 0.1, {"crosskd-t16-flat": [0.05, 0.06, 0.07],
+                                      "fgd-t16-flat": [0.052, 0.057, 0.062]}),
+             "b": _summary(0.3, 0.2, {"crosskd-t16-flat": [0.05, 0.06, 0.07],
+                                      "fgd-t16-flat": [0.052, 0.057, 0.062]})}
+    closed, se = gap_closed(noisy["a"], "crosskd-t16-flat")
+    assert abs(closed - 0.6) < 1e-9 and abs(se - 0.01 / 3 ** 0.5 / 0.1) < 1e-9
+    assert choose_default(noisy, rows) == "fgd-t16-flat"  # 57% >= 60% - 4.1%
+    tight = {k: _summary(s["teacher"], s["baseline"]["mean"],
+                         {"crosskd-t16-flat": [0.059, 0.06, 0.061],
+                          "fgd-t16-flat": [0.056, 0.057, 0.058]}) for k, s in noisy.items()}
+    assert choose_default(tight, rows) == "crosskd-t16-flat"
+    tight["b"]["methods"].pop("fgd-t16-flat")  # a row missing on one dataset is not scored
+    assert choose_default(tight, rows) == "crosskd-t16-flat"

@@ -1,0 +1,107 @@
+"""The equal-budget method table across datasets, and the default it chooses (issue 26).
+
+    .venv/bin/python benchmarks/method_table.py benchmarks/results/evidence_embedded-grid.json \\
+        benchmarks/results/evidence_bccd-best.json benchmarks/results/evidence_aquarium-best.json
+
+The first file is the embedded grid (``distill_evidence.py --grid``): its best point of each
+method and their two-term combinations (``method_grid.best_methods``) are the table's rows. Every
+file (the grid's own included, as the embedded data's) adds per row its mAP mean +- std, the
+paired gain and the share of the teacher-baseline gap closed. The default is the row with the
+highest mean gap closed over the datasets where every row has run; a row with a neck-feature
+term within one standard error of that best is preferred (it works for any pair of detectors
+with pyramid levels, where CrossKD and prediction KD need compatible heads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from method_grid import best_methods, has_feature_term
+
+
+def gap_closed(summary: dict, method: str) -> tuple[float, float] | None:
+    """A method's gap closed on one dataset and its standard error (from the paired gains'
+    spread), or None where it has not run with a paired baseline."""
+    row = summary["methods"].get(method)
+    teacher, base = summary.get("teacher"), summary.get("baseline")
+    if not row or "gain" not in row or teacher is None or not base:
+        return None
+    gap = teacher - base["mean"]
+    if gap <= 0:
+        return None
+    gain = row["gain"]
+    return gain["mean"] / gap, gain["std"] / math.sqrt(gain["n"]) / gap
+
+
+def mean_gap(summaries: dict[str, dict], method: str) -> tuple[float, float, int] | None:
+    """Mean gap closed over the datasets, its standard error, and how many datasets."""
+    per = [gap_closed(s, method) for s in summaries.values()]
+    if any(p is None for p in per):
+        return None
+    mean = sum(p[0] for p in per) / len(per)
+    return mean, math.sqrt(sum(p[1] ** 2 for p in per)) / len(per), len(per)
+
+
+def choose_default(summaries: dict[str, dict], rows: dict[str, list[dict]]) -> str | None:
+    """The best row by mean gap closed, or a neck-feature row within one standard error."""
+    scored = {m: g for m in rows if (g := mean_gap(summaries, m)) is not None}
+    if not scored:
+        return None
+    best = max(scored, key=lambda m: scored[m][0])
+    mean, se, _ = scored[best]
+    near = [m for m in scored if has_feature_term(rows[m]) and scored[m][0] >= mean - se]
+    return max(near, key=lambda m: scored[m][0]) if near else best
+
+
+def cell(summary: dict, method: str) -> str:
+    """One dataset's cell: mAP mean +- std (n), paired gain and gap closed."""
+    row = summary["methods"].get(method)
+    if not row:
+        return "not run"
+    m = row["map"]
+    text = f"{m['mean']:.4f} +- {m['std']:.4f} ({m['n']})"
+    if "gain" in row:
+        text += f", {row['gain']['mean'] * 100:+.2f} +- {row['gain']['std'] * 100:.2f}"
+    closed = gap_closed(summary, method)
+    return text + (f", {closed[0] * 100:.0f}%" if closed else "")
+
+
+def table(summaries: dict[str, dict], rows: dict[str, list[dict]]) -> str:
+    """The Markdown table: per row and dataset mAP / gain / gap closed, then the mean gap."""
+    names = list(summaries)
+    lines = ["| method | " + " | ".join(f"{n}: mAP (seeds), gain pts, gap" for n in names)
+             + " | mean gap closed +- se |", "|---|" + "---:|" * (len(names) + 1)]
+    lines.append("| teacher | " + " | ".join(f"{s['teacher']:.4f}" for s in summaries.values())
+                 + " | |")
+    lines.append("| baseline | " + " | ".join(
+        f"{s['baseline']['mean']:.4f} +- {s['baseline']['std']:.4f} ({s['baseline']['n']})"
+        for s in summaries.values()) + " | |")
+    for method in rows:
+        g = mean_gap(summaries, method)
+        mean = f"{g[0] * 100:.0f}% +- {g[1] * 100:.0f}%" if g else ""
+        lines.append(f"| {method} | " + " | ".join(cell(s, method) for s in summaries.values())
+                     + f" | {mean} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("grid", type=Path, help="the embedded grid's results file")
+    parser.add_argument("results", type=Path, nargs="*", help="the other datasets' results")
+    args = parser.parse_args()
+    files = [args.grid, *args.results]
+    for path in files:
+        if not path.is_file():
+            parser.error(f"{path}: no such results file")
+    loaded = [json.loads(path.read_text()) for path in files]
+    rows = best_methods(loaded[0]["summary"], loaded[0]["terms"])
+    summaries = {data["dataset"]: data["summary"] for data in loaded}
+    print(table(summaries, rows))
+    print(f"\ndefault by mean gap closed: {choose_default(summaries, rows)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -33,7 +33,8 @@ from pathlib import Path
 
 import torch
 import yaml
-from method_grid import best_methods, best_per_method, grid_methods
+from method_grid import METHODS as METHOD_NAMES
+from method_grid import TARGETS, best_methods, best_per_method, grid_methods
 
 from distill.config import Recipe, load_recipe
 from distill.data import DetectionDataModule
@@ -124,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--grid", nargs="*", default=None, metavar="METHOD",
                         help="the equal-budget grid (method_grid.py) of these methods "
                         "(none named: all) on --method-seeds")
+    parser.add_argument("--grid-targets", nargs="+", type=float, default=None, metavar="T",
+                        help="the grid's auto targets (default: 4 16 32); widen it where a "
+                        "method's best sits on an edge")
     parser.add_argument("--best-from", type=Path, default=None, metavar="RESULTS",
                         help="a grid's results file: run each method's best point there and "
                         "the two-term combinations of those (method_grid.best_methods)")
@@ -146,7 +150,8 @@ def resolve_methods(parser: argparse.ArgumentParser, args: argparse.Namespace
         methods[name] = yaml.safe_load(terms)
     if args.grid is not None:  # the grid alone, unless --methods names more
         try:
-            grid = grid_methods(tuple(args.grid)) if args.grid else grid_methods()
+            grid = grid_methods(tuple(args.grid or METHOD_NAMES),
+                                targets=tuple(args.grid_targets or TARGETS))
         except ValueError as err:
             parser.error(str(err))
         methods.update(grid)

@@ -19,7 +19,7 @@ import json
 import math
 from pathlib import Path
 
-from method_grid import best_methods, has_feature_term
+from method_grid import METHODS, SCHEDULES, best_methods, grid_name, has_feature_term
 
 
 def gap_closed(summary: dict, method: str) -> tuple[float, float] | None:
@@ -87,6 +87,29 @@ def table(summaries: dict[str, dict], rows: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
+def grid_matrix(summary: dict) -> str:
+    """The grid as a Markdown matrix: per method the mAP at each target and schedule found in
+    the summary (its best in bold), and the best point's gap closed."""
+    rows = summary["methods"]
+    targets = sorted({float(name.split("-t")[1].split("-")[0]) for name in rows
+                      if name.split("-t")[0] in METHODS and "-t" in name})
+    columns = [(t, s) for t in targets for s in SCHEDULES]
+    lines = ["| method | " + " | ".join(f"{t:g} {s}" for t, s in columns) + " | best: gap closed |",
+             "|---|" + "---:|" * (len(columns) + 1)]
+    for method in METHODS:
+        points = {c: rows[grid_name(method, *c)]["map"]["mean"] for c in columns
+                  if grid_name(method, *c) in rows}
+        if not points:
+            continue
+        best = max(points, key=points.get)
+        cells = [("**{:.4f}**" if c == best else "{:.4f}").format(points[c]) if c in points
+                 else "" for c in columns]
+        closed = gap_closed(summary, grid_name(method, *best))
+        lines.append(f"| {method} | " + " | ".join(cells)
+                     + (f" | {closed[0] * 100:.0f}% |" if closed else " | |"))
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("grid", type=Path, help="the embedded grid's results file")
@@ -99,6 +122,7 @@ def main() -> None:
     loaded = [json.loads(path.read_text()) for path in files]
     rows = best_methods(loaded[0]["summary"], loaded[0]["terms"])
     summaries = {data["dataset"]: data["summary"] for data in loaded}
+    print(grid_matrix(loaded[0]["summary"]) + "\n")
     print(table(summaries, rows))
     print(f"\ndefault by mean gap closed: {choose_default(summaries, rows)}")
 

@@ -10,7 +10,7 @@ from distill.config import load_recipe
 # the benchmark's helper lives beside it in benchmarks/ (run as scripts, not a package)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from method_grid import best_methods, best_per_method, grid_methods  # noqa: E402
-from method_table import choose_default, gap_closed  # noqa: E402
+from method_table import choose_default, gap_closed, grid_matrix  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -90,3 +90,13 @@ def test_default_is_the_best_mean_gap_or_a_feature_term_within_one_standard_erro
     assert choose_default(tight, rows) == "crosskd-t16-flat"
     tight["b"]["methods"].pop("fgd-t16-flat")  # a row missing on one dataset is not scored
     assert choose_default(tight, rows) == "crosskd-t16-flat"
+
+
+def test_grid_matrix_marks_each_methods_best_point_and_its_gap_closed():
+    summary = _summary(0.2, 0.1, {"fgd-t4-flat": [0.01, 0.02, 0.03],
+                                  "fgd-t16-decay": [0.04, 0.05, 0.06],
+                                  "crosskd-t16-flat": [0.03, 0.03, 0.03]})
+    lines = grid_matrix(summary).splitlines()
+    assert lines[0] == ("| method | 4 flat | 4 decay | 16 flat | 16 decay | best: gap closed |")
+    assert lines[2] == "| fgd | 0.1200 |  |  | **0.1500** | 50% |"
+    assert lines[3] == "| crosskd |  |  | **0.1300** |  | 30% |"

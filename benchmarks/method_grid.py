@@ -47,7 +47,7 @@ def best_per_method(summary: dict) -> dict[str, tuple[str, float]]:
     best: dict[str, tuple[str, float]] = {}
     for name, row in summary.get("methods", {}).items():
         method = name.split("-t")[0]
-        if method not in METHODS or "-t" not in name:
+        if method not in METHODS or "-t" not in name or "+" in name:  # combinations: not points
             continue
         value = float(row["map"]["mean"])
         if method not in best or value > best[method][1]:

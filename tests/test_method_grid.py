@@ -43,7 +43,8 @@ def test_best_per_method_keeps_each_methods_best_point():
     summary = {"methods": {
         "fgd-t4-flat": {"map": {"mean": 0.10}}, "fgd-t16-flat": {"map": {"mean": 0.12}},
         "fgd-t32-decay": {"map": {"mean": 0.11}}, "crosskd-t16-flat": {"map": {"mean": 0.13}},
-        "recipe": {"map": {"mean": 0.5}}, "ck16_pred2": {"map": {"mean": 0.4}}}}
+        "recipe": {"map": {"mean": 0.5}}, "ck16_pred2": {"map": {"mean": 0.4}},
+        "fgd-t16-flat+crosskd-t16-flat": {"map": {"mean": 0.6}}}}
     assert best_per_method(summary) == {"fgd": ("fgd-t16-flat", 0.12),
                                         "crosskd": ("crosskd-t16-flat", 0.13)}
 

@@ -148,6 +148,8 @@ def resolve_methods(parser: argparse.ArgumentParser, args: argparse.Namespace
     for item in args.define:
         name, _, terms = item.partition("=")
         methods[name] = yaml.safe_load(terms)
+    if args.grid_targets is not None and args.grid is None:
+        parser.error("--grid-targets widens a grid: name it with --grid [METHOD ...]")
     if args.grid is not None:  # the grid alone, unless --methods names more
         try:
             grid = grid_methods(tuple(args.grid or METHOD_NAMES),

@@ -18,6 +18,8 @@ import argparse
 import json
 from pathlib import Path
 
+from method_table import gap_closed
+
 
 def student_epochs(results: dict) -> str:
     """The student epochs a results file ran at (its ``trainer.epochs`` override)."""
@@ -43,12 +45,12 @@ def rows(files: list[dict], method: str) -> list[str]:
         base, row = summary["baseline"], summary["methods"].get(method)
         if row is None or "gain" not in row:
             continue
-        gain = row["gain"]
-        closed = gain["mean"] / (summary["teacher"] - base["mean"])
+        gain, closed = row["gain"], gap_closed(summary, method)
+        share = f"{closed[0] * 100:.0f}%" if closed else ""
         lines.append(
             f"| {student_epochs(results)} | {gain['n']} | {base['mean']:.4f} +- {base['std']:.4f} "
             f"| {row['map']['mean']:.4f} +- {row['map']['std']:.4f} | {gain['mean'] * 100:+.2f} "
-            f"+- {gain['std'] * 100:.2f} | {closed * 100:.0f}% |")
+            f"+- {gain['std'] * 100:.2f} | {share} |")
     return lines
 
 

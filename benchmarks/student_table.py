@@ -21,11 +21,15 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # note after the student's name])
 ROWS = {
     "embedded": [("efficientdet_dm3", 128, "evidence_embedded-try1.json", "ck16_pred", "D0"),
-                 ("damo_yolo_pico", 128, "evidence_embedded-damo-nm.json", None, "DAMO-YOLO-Nm")],
+                 ("damo_yolo_pico", 128, "evidence_embedded-damo-nm.json", "ck16", "DAMO-YOLO-Nm",
+                  ", CrossKD 16x"),
+                 ("damo_yolo_pico", 128, "evidence_embedded-damo-nm.json", "pred16", "DAMO-YOLO-Nm",
+                  ", prediction KD 16x")],
     "BCCD": [("efficientdet_dm2", 256, "evidence_bccd.json", "ck16_pred", "D0"),
-             ("damo_yolo_tinynet", 256, "evidence_bccd-damo.json", "ck16_pred2", "DAMO-YOLO-Nm"),
+             ("damo_yolo_tinynet", 256, "evidence_bccd-damo.json", "ck16_pred2", "DAMO-YOLO-Nm",
+              ", CrossKD 16x + prediction 2x"),
              ("damo_yolo_tinynet", 256, "evidence_bccd-damo.json", "ck16", "DAMO-YOLO-Nm",
-              ", CrossKD alone"),
+              ", CrossKD 16x"),
              ("damo_yolo_tinynet", 256, "evidence_bccd-damo.json", "prediction-t16-flat",
               "DAMO-YOLO-Nm", ", prediction KD 16x")],
     "Aquarium": [("efficientdet_dm2", 256, "evidence_aquarium.json", "recipe", "D0"),

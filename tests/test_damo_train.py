@@ -41,7 +41,8 @@ def overrides(tmp_path: Path, epochs: int) -> list[str]:
 
 
 def test_check_pairs_the_student_with_its_damo_teacher_through_crosskd(tmp_path, capsys):
-    assert main(["check", RECIPE, *overrides(tmp_path, 2)]) == 0
+    crosskd = "distill.terms=[{kind: crosskd}]"  # the recipe's own term is prediction KD
+    assert main(["check", RECIPE, *overrides(tmp_path, 2), crosskd]) == 0
     out = capsys.readouterr().out
     assert "student  damo_yolo_pico" in out and "term crosskd (crosskd)" in out
     assert "teacher_layers=0" in out  # through the teacher's ZeroHead projections

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -174,6 +175,22 @@ def resolve_methods(parser: argparse.ArgumentParser, args: argparse.Namespace
     return methods
 
 
+def merge_earlier(out: Path, runs: dict[str, dict[int, float]], methods: dict) -> float:
+    """Add the finished runs (and their terms) of earlier or concurrent invocations with this
+    label from ``out`` to ``runs`` and ``methods``, keeping this invocation's own values;
+    returns the wall seconds already recorded there (0 without a file)."""
+    if not out.is_file():
+        return 0.0
+    earlier = json.loads(out.read_text())
+    for method, maps in earlier["maps"].items():
+        mine = runs.setdefault(method, {})
+        for seed, value in maps.items():
+            mine.setdefault(int(seed), value)
+    for method, terms in earlier.get("terms", {}).items():
+        methods.setdefault(method, terms)
+    return earlier.get("wall_seconds", 0)
+
+
 def main() -> None:
     parser = build_parser()
     args = parser.parse_args()
@@ -193,26 +210,23 @@ def main() -> None:
         obtained = obtain_teacher(recipe, data.num_classes, root)
         teacher, teacher_metrics = obtained.model, obtained.metrics
     runs: dict[str, dict[int, float]] = {"baseline": {}}
-    earlier_seconds = 0.0
-    if out.is_file():  # earlier invocations with this label: keep their finished runs
-        earlier = json.loads(out.read_text())
-        for method, maps in earlier["maps"].items():
-            runs[method] = {int(seed): value for seed, value in maps.items()}
-        methods = {**earlier.get("terms", {}), **methods}
-        earlier_seconds = earlier.get("wall_seconds", 0)
+    earlier_seconds = merge_earlier(out, runs, methods)
     start = time.perf_counter() - earlier_seconds  # wall time over every invocation
 
     def record(method: str, seed: int, metrics: dict) -> None:
+        merge_earlier(out, runs, methods)  # another invocation with this label may have written
         runs.setdefault(method, {})[seed] = float(metrics["map"])
         teacher_map = teacher_metrics["map"]
         summary = summarize(None if teacher_map is None else float(teacher_map), runs, default)
-        out.write_text(json.dumps({
+        partial = out.with_suffix(f".{os.getpid()}.partial")  # renamed: never half a file
+        partial.write_text(json.dumps({
             "dataset": args.dataset, "recipe": RECIPES[args.dataset], "overrides": args.set,
             "terms": {m: methods[m] for m in runs if m != "baseline"},
             "summary": summary, "maps": runs, "wall_seconds": round(time.perf_counter() - start),
             "machine": {"cpu": platform.processor() or platform.machine(),
                         "threads": torch.get_num_threads(), "torch": torch.__version__},
         }, indent=2) + "\n")
+        partial.replace(out)
         print(table(summary), flush=True)
 
     firsts = ["baseline"] if default == "none" else ["baseline", default]

@@ -101,3 +101,23 @@ def test_grid_matrix_marks_each_methods_best_point_and_its_gap_closed():
     assert lines[0] == ("| method | 4 flat | 4 decay | 16 flat | 16 decay | best: gap closed |")
     assert lines[2] == "| fgd | 0.1200 |  |  | **0.1500** | 50% |"
     assert lines[3] == "| crosskd |  |  | **0.1300** |  | 30% |"
+
+
+def test_two_invocations_with_one_label_keep_each_others_runs(tmp_path):
+    """distill_evidence rewrites its results file after every run: a second invocation with the
+    same label (run beside the first) must not drop the first one's runs, nor they its."""
+    from distill_evidence import merge_earlier
+
+    out = tmp_path / "evidence_x.json"
+    assert merge_earlier(out, {}, {}) == 0.0  # no file yet
+    out.write_text('{"maps": {"baseline": {"0": 0.1}, "fgd-t256-flat": {"0": 0.2}}, '
+                   '"terms": {"fgd-t256-flat": [{"kind": "feature"}]}, "wall_seconds": 30}')
+    runs = {"baseline": {0: 0.1, 1: 0.15}, "prediction-t16-flat": {0: 0.3}}
+    methods = {"prediction-t16-flat": [{"kind": "prediction"}]}
+    assert merge_earlier(out, runs, methods) == 30
+    assert runs == {"baseline": {0: 0.1, 1: 0.15}, "prediction-t16-flat": {0: 0.3},
+                    "fgd-t256-flat": {0: 0.2}}
+    assert set(methods) == {"prediction-t16-flat", "fgd-t256-flat"}
+    runs["baseline"][0] = 0.12  # this invocation's own value wins over the file's
+    merge_earlier(out, runs, methods)
+    assert runs["baseline"][0] == 0.12

@@ -191,6 +191,17 @@ def merge_earlier(out: Path, runs: dict[str, dict[int, float]], methods: dict) -
     return earlier.get("wall_seconds", 0)
 
 
+def overrides_mismatch(out: Path, overrides: list[str]) -> str | None:
+    """Why ``out``'s runs cannot be merged with runs made with ``overrides`` (None: they can)."""
+    if not out.is_file():
+        return None
+    earlier = json.loads(out.read_text()).get("overrides", [])
+    if sorted(earlier) == sorted(overrides):
+        return None
+    return (f"{out} holds runs made with --set {earlier}, not {overrides}: give the same "
+            "overrides or another --tag")
+
+
 def main() -> None:
     parser = build_parser()
     args = parser.parse_args()
@@ -200,6 +211,8 @@ def main() -> None:
     root = args.runs / "evidence" / label
     out = REPO / "benchmarks" / "results" / f"evidence_{label}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
+    if (mismatch := overrides_mismatch(out, args.set)) is not None:
+        parser.error(mismatch)
     methods = resolve_methods(parser, args)
     default = args.default
     if default == "recipe":

@@ -121,3 +121,14 @@ def test_two_invocations_with_one_label_keep_each_others_runs(tmp_path):
     runs["baseline"][0] = 0.12  # this invocation's own value wins over the file's
     merge_earlier(out, runs, methods)
     assert runs["baseline"][0] == 0.12
+
+
+def test_runs_made_with_other_overrides_are_not_merged_into_one_label(tmp_path):
+    from distill_evidence import overrides_mismatch
+
+    out = tmp_path / "evidence_x.json"
+    assert overrides_mismatch(out, ["trainer.epochs=30"]) is None  # no file yet
+    out.write_text('{"maps": {}, "overrides": ["teacher.epochs=90", "trainer.epochs=15"]}')
+    assert overrides_mismatch(out, ["trainer.epochs=15", "teacher.epochs=90"]) is None
+    message = overrides_mismatch(out, ["teacher.epochs=90", "trainer.epochs=30"])
+    assert str(out) in message and "trainer.epochs=30" in message and "--tag" in message

@@ -163,9 +163,9 @@ def resolve_methods(parser: argparse.ArgumentParser, args: argparse.Namespace
         if not args.best_from.is_file():
             parser.error(f"--best-from {args.best_from}: no such results file")
         grid = json.loads(args.best_from.read_text())
-        best = best_methods(grid["summary"], grid["terms"])
+        best = best_methods(grid["maps"], grid["terms"])
         if not best:
-            parser.error(f"--best-from {args.best_from}: no grid points in its summary")
+            parser.error(f"--best-from {args.best_from}: no grid points in its maps")
         methods.update(best)
         args.methods = [*(args.methods or []), *best]
     args.methods = list(METHODS) if args.methods is None else args.methods
@@ -256,8 +256,8 @@ def main() -> None:
                                        root / f"{method}-s{seed}")
         record(method, seed, metrics)
     if args.grid is not None:
-        summary = json.loads(out.read_text())["summary"]
-        for method, (name, value) in best_per_method(summary).items():
+        maps = json.loads(out.read_text())["maps"]
+        for method, (name, value) in best_per_method(maps).items():
             print(f"best {method}: {name} {value:.4f}")
     print(f"written: {out}")
 

@@ -14,6 +14,7 @@ HEAD_TERMS = ("prediction", "crosskd")
 METHODS = (*FEATURE_LOSSES, *HEAD_TERMS)
 TARGETS = (4.0, 16.0, 32.0)
 SCHEDULES = {"flat": 1.0, "decay": 0.1}  # the weight's end, as a share of its start
+GRID_SEED = "0"  # the grid runs on this seed; its best points are chosen there
 
 
 def term(method: str, target: float, end: float) -> dict:
@@ -41,25 +42,31 @@ def grid_methods(methods: tuple[str, ...] = METHODS, targets: tuple[float, ...] 
             for m in methods for t in targets for s in schedules}
 
 
-def best_per_method(summary: dict) -> dict[str, tuple[str, float]]:
-    """For each method of the grid found in a ``distill_evidence`` summary: its best point's
-    name and mean mAP. Ties keep the first (lower target, flat before decay)."""
+def best_per_method(maps: dict[str, dict[str, float]], seed: str = GRID_SEED
+                    ) -> dict[str, tuple[str, float]]:
+    """For each method of the grid found in a ``distill_evidence`` results file's ``maps`` (per
+    method, per seed its mAP): its best point's name and mAP at the grid's seed. Points are
+    compared on that one seed, so a point that later got more seeds is not judged on a
+    different sample than its neighbours. Ties keep the first (lower target, flat first)."""
     best: dict[str, tuple[str, float]] = {}
-    for name, row in summary.get("methods", {}).items():
+    for name, per_seed in maps.items():
         method = name.split("-t")[0]
         if method not in METHODS or "-t" not in name or "+" in name:  # combinations: not points
             continue
-        value = float(row["map"]["mean"])
+        if seed not in per_seed:
+            continue
+        value = float(per_seed[seed])
         if method not in best or value > best[method][1]:
             best[method] = (name, value)
     return best
 
 
-def best_methods(summary: dict, terms: dict[str, list[dict]]) -> dict[str, list[dict]]:
+def best_methods(maps: dict[str, dict[str, float]], terms: dict[str, list[dict]]
+                 ) -> dict[str, list[dict]]:
     """The methods the equal-budget table carries to every dataset: each method's best grid
     point (under its grid name) and the two-term combinations of those bests: the best
     neck-feature point with each head term's best, and the two head terms together."""
-    best = best_per_method(summary)
+    best = best_per_method(maps)
     chosen = {name: terms[name] for name, _ in best.values()}
     features = [best[m] for m in FEATURE_LOSSES if m in best]
     heads = [best[m][0] for m in HEAD_TERMS if m in best]

@@ -19,7 +19,7 @@ import json
 import math
 from pathlib import Path
 
-from method_grid import METHODS, SCHEDULES, best_methods, grid_name, has_feature_term
+from method_grid import GRID_SEED, METHODS, SCHEDULES, best_methods, grid_name, has_feature_term
 
 
 def gap_closed(summary: dict, method: str) -> tuple[float, float] | None:
@@ -87,26 +87,29 @@ def table(summaries: dict[str, dict], rows: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
-def grid_matrix(summary: dict) -> str:
-    """The grid as a Markdown matrix: per method the mAP at each target and schedule found in
-    the summary (its best in bold), and the best point's gap closed."""
-    rows = summary["methods"]
-    targets = sorted({float(name.split("-t")[1].split("-")[0]) for name in rows
-                      if name.split("-t")[0] in METHODS and "-t" in name})
+def grid_matrix(results: dict, seed: str = GRID_SEED) -> str:
+    """The grid as a Markdown matrix: per method the mAP at each target and schedule on the
+    grid's seed (its best in bold), and the best point's gap closed against that seed's
+    baseline and the teacher."""
+    maps = {name: per_seed[seed] for name, per_seed in results["maps"].items()
+            if seed in per_seed}
+    targets = sorted({float(name.split("-t")[1].split("-")[0]) for name in maps
+                      if name.split("-t")[0] in METHODS and "-t" in name and "+" not in name})
     columns = [(t, s) for t in targets for s in SCHEDULES]
     lines = ["| method | " + " | ".join(f"{t:g} {s}" for t, s in columns) + " | best: gap closed |",
              "|---|" + "---:|" * (len(columns) + 1)]
+    teacher, base = results["summary"].get("teacher"), maps.get("baseline")
     for method in METHODS:
-        points = {c: rows[grid_name(method, *c)]["map"]["mean"] for c in columns
-                  if grid_name(method, *c) in rows}
+        points = {c: maps[grid_name(method, *c)] for c in columns if grid_name(method, *c) in maps}
         if not points:
             continue
         best = max(points, key=points.get)
         cells = [("**{:.4f}**" if c == best else "{:.4f}").format(points[c]) if c in points
                  else "" for c in columns]
-        closed = gap_closed(summary, grid_name(method, *best))
+        closed = ((points[best] - base) / (teacher - base)
+                  if teacher is not None and base is not None and teacher > base else None)
         lines.append(f"| {method} | " + " | ".join(cells)
-                     + (f" | {closed[0] * 100:.0f}% |" if closed else " | |"))
+                     + (f" | {closed * 100:.0f}% |" if closed is not None else " | |"))
     return "\n".join(lines)
 
 
@@ -120,9 +123,9 @@ def main() -> None:
         if not path.is_file():
             parser.error(f"{path}: no such results file")
     loaded = [json.loads(path.read_text()) for path in files]
-    rows = best_methods(loaded[0]["summary"], loaded[0]["terms"])
+    rows = best_methods(loaded[0]["maps"], loaded[0]["terms"])
     summaries = {data["dataset"]: data["summary"] for data in loaded}
-    print(grid_matrix(loaded[0]["summary"]) + "\n")
+    print(grid_matrix(loaded[0]) + "\n")
     print(table(summaries, rows))
     print(f"\ndefault by mean gap closed: {choose_default(summaries, rows)}")
 

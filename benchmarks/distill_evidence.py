@@ -202,6 +202,23 @@ def overrides_mismatch(out: Path, overrides: list[str]) -> str | None:
             "overrides or another --tag")
 
 
+def terms_mismatch(out: Path, methods: dict, names: list[str]) -> str | None:
+    """Why runs of ``names`` (with their terms in ``methods``) cannot join ``out``'s runs of the
+    same names (None: they can): a name whose terms changed, e.g. ``recipe`` after the recipe's
+    default changed, would otherwise mix two methods' seeds in one row, and reuse the old
+    method's finished run folders."""
+    if not out.is_file():
+        return None
+    earlier = json.loads(out.read_text()).get("terms", {})
+    plain = [json.loads(json.dumps(methods[n], default=list)) for n in names]
+    changed = [n for n, terms in zip(names, plain) if n in earlier and earlier[n] != terms]
+    if not changed:
+        return None
+    return (f"{out} holds runs of {', '.join(changed)} with other terms "
+            f"({'; '.join(f'{n}: {earlier[n]}' for n in changed)}): name the method otherwise "
+            "(--define) or give another --tag")
+
+
 def main() -> None:
     parser = build_parser()
     args = parser.parse_args()
@@ -217,6 +234,11 @@ def main() -> None:
     default = args.default
     if default == "recipe":
         methods["recipe"] = recipe.distill.terms or [{"kind": "feature"}]
+    if default != "none" and default not in methods:
+        parser.error(f"--default {default}: not a method; known: {', '.join(methods)}")
+    to_run = [*([] if default == "none" else [default]), *args.methods]
+    if (mismatch := terms_mismatch(out, methods, to_run)) is not None:
+        parser.error(mismatch)
     data: DetectionDataModule = prepare_data(recipe)
     teacher, teacher_metrics = None, {"map": None}
     if default != "none" or args.methods:  # baselines alone need no teacher

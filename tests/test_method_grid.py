@@ -1,5 +1,6 @@
 """The equal-budget grid of distillation methods (benchmarks/method_grid.py, issue 26)."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -134,3 +135,21 @@ def test_runs_made_with_other_overrides_are_not_merged_into_one_label(tmp_path):
     assert overrides_mismatch(out, ["trainer.epochs=15", "teacher.epochs=90"]) is None
     message = overrides_mismatch(out, ["teacher.epochs=90", "trainer.epochs=30"])
     assert str(out) in message and "trainer.epochs=30" in message and "--tag" in message
+
+
+def test_a_method_whose_terms_changed_is_refused_before_it_joins_the_old_runs(tmp_path):
+    """A results file's ``recipe`` row made with the old default, extended after the recipe's
+    terms changed, would average two methods' seeds (and reuse the old run folders)."""
+    from distill_evidence import terms_mismatch
+
+    out = tmp_path / "evidence_x.json"
+    old = [{"kind": "crosskd", "weight": {"schedule": "auto", "target": 16.0}}]
+    new = [{"kind": "prediction", "weight": {"schedule": "auto", "target": 16.0}}]
+    assert terms_mismatch(out, {"recipe": new}, ["recipe"]) is None  # no file yet
+    out.write_text(json.dumps({"terms": {"recipe": old, "p16": new}}))
+    # same terms (key order and int / float spelling aside): fine; names not in the file: fine
+    same = [{"weight": {"target": 16, "schedule": "auto"}, "kind": "prediction"}]
+    assert terms_mismatch(out, {"p16": same, "fgd": old}, ["p16", "fgd"]) is None
+    problem = terms_mismatch(out, {"recipe": new, "p16": new}, ["recipe", "p16"])
+    assert problem is not None and "recipe" in problem and "crosskd" in problem
+    assert "p16" not in problem.split("other terms")[0]

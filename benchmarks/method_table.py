@@ -6,10 +6,12 @@
 The first file is the embedded grid (``distill_evidence.py --grid``): its best point of each
 method and their two-term combinations (``method_grid.best_methods``) are the table's rows. Every
 file (the grid's own included, as the embedded data's) adds per row its mAP mean +- std, the
-paired gain and the share of the teacher-baseline gap closed. The default is the row with the
-highest mean gap closed over the datasets where every row has run; a row with a neck-feature
-term within one standard error of that best is preferred (it works for any pair of detectors
-with pyramid levels, where CrossKD and prediction KD need compatible heads).
+paired gain and the share of the teacher-baseline gap closed. A row is found in each file by its
+terms, whatever its name there (today's default is ``recipe`` in one file and ``ck16_pred2`` in
+another); ``--rows`` adds methods of the grid's file beyond the bests. The default is the row
+with the highest mean gap closed over the datasets where every row has run; a row with a
+neck-feature term within one standard error of that best is preferred (it works for any pair of
+detectors with pyramid levels, where CrossKD and prediction KD need compatible heads).
 """
 
 from __future__ import annotations
@@ -54,6 +56,26 @@ def choose_default(summaries: dict[str, dict], rows: dict[str, list[dict]]) -> s
     mean, se, _ = scored[best]
     near = [m for m in scored if has_feature_term(rows[m]) and scored[m][0] >= mean - se]
     return max(near, key=lambda m: scored[m][0]) if near else best
+
+
+def plain(terms: list[dict]) -> str:
+    """Terms in one canonical spelling (key order and 16 / 16.0 aside), to compare files."""
+    def canon(value):
+        if isinstance(value, dict):
+            return {k: canon(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [canon(v) for v in value]
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    return json.dumps(canon(terms), sort_keys=True)
+
+
+def aligned(results: dict, rows: dict[str, list[dict]]) -> dict:
+    """A results file's summary with its methods renamed to the rows whose terms they ran."""
+    by_terms = {plain(terms): name for name, terms in results.get("terms", {}).items()}
+    found = {row: by_terms.get(plain(terms)) for row, terms in rows.items()}
+    methods = results["summary"]["methods"]
+    return {**results["summary"], "methods": {row: methods[name] for row, name in found.items()
+                                              if name is not None and name in methods}}
 
 
 def cell(summary: dict, method: str) -> str:
@@ -117,6 +139,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("grid", type=Path, help="the embedded grid's results file")
     parser.add_argument("results", type=Path, nargs="*", help="the other datasets' results")
+    parser.add_argument("--rows", nargs="*", default=[],
+                        help="more rows: methods of the grid's file, e.g. ck16_pred2")
     args = parser.parse_args()
     files = [args.grid, *args.results]
     for path in files:
@@ -124,7 +148,11 @@ def main() -> None:
             parser.error(f"{path}: no such results file")
     loaded = [json.loads(path.read_text()) for path in files]
     rows = best_methods(loaded[0]["maps"], loaded[0]["terms"])
-    summaries = {data["dataset"]: data["summary"] for data in loaded}
+    unknown = [name for name in args.rows if name not in loaded[0]["terms"]]
+    if unknown:
+        parser.error(f"--rows {unknown}: not methods of {args.grid}")
+    rows.update({name: loaded[0]["terms"][name] for name in args.rows})
+    summaries = {data["dataset"]: aligned(data, rows) for data in loaded}
     print(grid_matrix(loaded[0]) + "\n")
     print(table(summaries, rows))
     print(f"\ndefault by mean gap closed: {choose_default(summaries, rows)}")

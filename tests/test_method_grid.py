@@ -11,7 +11,7 @@ from distill.config import load_recipe
 # the benchmark's helper lives beside it in benchmarks/ (run as scripts, not a package)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from method_grid import best_methods, best_per_method, grid_methods  # noqa: E402
-from method_table import choose_default, gap_closed, grid_matrix  # noqa: E402
+from method_table import aligned, choose_default, gap_closed, grid_matrix  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -153,3 +153,17 @@ def test_a_method_whose_terms_changed_is_refused_before_it_joins_the_old_runs(tm
     problem = terms_mismatch(out, {"recipe": new, "p16": new}, ["recipe", "p16"])
     assert problem is not None and "recipe" in problem and "crosskd" in problem
     assert "p16" not in problem.split("other terms")[0]
+
+
+def test_a_row_is_found_in_each_file_by_its_terms_whatever_its_name_there():
+    ck = [{"kind": "crosskd", "weight": {"schedule": "auto", "target": 16.0}}]
+    p16 = [{"kind": "prediction", "weight": {"target": 16.0, "schedule": "auto"}}]
+    rows = {"ck16_pred2": ck, "prediction-t16-flat": p16, "fgd-t4-flat": [{"kind": "feature"}]}
+    row = {"map": {"mean": 0.4, "std": 0.0, "n": 1}}
+    results = {"terms": {"recipe": [{"kind": "crosskd",
+                                     "weight": {"target": 16, "schedule": "auto"}}],
+                         "prediction-t16-flat": p16, "fgd-t4-flat": [{"kind": "mimic"}]},
+               "summary": {"teacher": 0.5, "methods": {"recipe": row,
+                                                      "prediction-t16-flat": row}}}
+    # the default ran as "recipe" there; a same-named row with other terms is not matched
+    assert sorted(aligned(results, rows)["methods"]) == ["ck16_pred2", "prediction-t16-flat"]

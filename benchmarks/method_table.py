@@ -39,9 +39,11 @@ def gap_closed(summary: dict, method: str) -> tuple[float, float] | None:
 
 
 def mean_gap(summaries: dict[str, dict], method: str) -> tuple[float, float, int] | None:
-    """Mean gap closed over the datasets, its standard error, and how many datasets."""
+    """Mean gap closed over the datasets, its standard error, and how many datasets; None
+    unless the method has at least 2 paired seeds on every dataset (one seed has no error)."""
     per = [gap_closed(s, method) for s in summaries.values()]
-    if any(p is None for p in per):
+    if any(p is None for p in per) or any(
+            s["methods"][method]["gain"]["n"] < 2 for s in summaries.values()):
         return None
     mean = sum(p[0] for p in per) / len(per)
     return mean, math.sqrt(sum(p[1] ** 2 for p in per)) / len(per), len(per)

@@ -92,6 +92,9 @@ def test_default_is_the_best_mean_gap_or_a_feature_term_within_one_standard_erro
     assert choose_default(tight, rows) == "crosskd-t16-flat"
     tight["b"]["methods"].pop("fgd-t16-flat")  # a row missing on one dataset is not scored
     assert choose_default(tight, rows) == "crosskd-t16-flat"
+    tight["b"]["methods"]["fgd-t16-flat"] = {**tight["a"]["methods"]["fgd-t16-flat"],
+                                             "gain": {"mean": 0.2, "std": 0.0, "n": 1}}
+    assert choose_default(tight, rows) == "crosskd-t16-flat"  # nor one with a single seed
 
 
 def test_grid_matrix_marks_each_methods_best_point_and_its_gap_closed():

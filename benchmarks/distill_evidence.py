@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 import yaml
 from method_grid import METHODS as METHOD_NAMES
-from method_grid import TARGETS, best_methods, best_per_method, grid_methods
+from method_grid import TARGETS, best_methods, best_per_method, canonical_terms, grid_methods
 
 from distill.config import Recipe, load_recipe
 from distill.data import DetectionDataModule
@@ -210,8 +210,8 @@ def terms_mismatch(out: Path, methods: dict, names: list[str]) -> str | None:
     if not out.is_file():
         return None
     earlier = json.loads(out.read_text()).get("terms", {})
-    plain = [json.loads(json.dumps(methods[n], default=list)) for n in names]
-    changed = [n for n, terms in zip(names, plain) if n in earlier and earlier[n] != terms]
+    changed = [n for n in names
+               if n in earlier and canonical_terms(earlier[n]) != canonical_terms(methods[n])]
     if not changed:
         return None
     return (f"{out} holds runs of {', '.join(changed)} with other terms "

@@ -9,6 +9,8 @@ and keeps each method's best point, so every method is compared at its own best.
 
 from __future__ import annotations
 
+import json
+
 FEATURE_LOSSES = ("cwd", "mimic", "fgd", "mgd")
 HEAD_TERMS = ("prediction", "crosskd")
 METHODS = (*FEATURE_LOSSES, *HEAD_TERMS)
@@ -42,6 +44,27 @@ def grid_methods(methods: tuple[str, ...] = METHODS, targets: tuple[float, ...] 
             for m in methods for t in targets for s in schedules}
 
 
+def grid_point(name: str) -> tuple[str, float] | None:
+    """A grid point's method and target from its name (``fgd-t16-flat`` -> ("fgd", 16.0)); None
+    for any other method name (a combination, ``recipe``, a ``--define``)."""
+    method, sep, rest = name.partition("-t")
+    if not sep or method not in METHODS or "+" in name:
+        return None
+    return method, float(rest.split("-")[0])
+
+
+def canonical_terms(terms: list[dict]) -> str:
+    """Terms in one canonical spelling (key order and 16 / 16.0 aside), to compare methods
+    across invocations and results files."""
+    def canon(value):
+        if isinstance(value, dict):
+            return {k: canon(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [canon(v) for v in value]
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    return json.dumps(canon(terms), sort_keys=True)
+
+
 def best_per_method(maps: dict[str, dict[str, float]], seed: str = GRID_SEED
                     ) -> dict[str, tuple[str, float]]:
     """For each method of the grid found in a ``distill_evidence`` results file's ``maps`` (per
@@ -50,11 +73,10 @@ def best_per_method(maps: dict[str, dict[str, float]], seed: str = GRID_SEED
     different sample than its neighbours. Ties keep the first (lower target, flat first)."""
     best: dict[str, tuple[str, float]] = {}
     for name, per_seed in maps.items():
-        method = name.split("-t")[0]
-        if method not in METHODS or "-t" not in name or "+" in name:  # combinations: not points
+        point = grid_point(name)
+        if point is None or seed not in per_seed:
             continue
-        if seed not in per_seed:
-            continue
+        method = point[0]
         value = float(per_seed[seed])
         if method not in best or value > best[method][1]:
             best[method] = (name, value)

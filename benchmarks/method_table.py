@@ -21,7 +21,16 @@ import json
 import math
 from pathlib import Path
 
-from method_grid import GRID_SEED, METHODS, SCHEDULES, best_methods, grid_name, has_feature_term
+from method_grid import (
+    GRID_SEED,
+    METHODS,
+    SCHEDULES,
+    best_methods,
+    canonical_terms,
+    grid_name,
+    grid_point,
+    has_feature_term,
+)
 
 
 def gap_closed(summary: dict, method: str) -> tuple[float, float] | None:
@@ -60,21 +69,10 @@ def choose_default(summaries: dict[str, dict], rows: dict[str, list[dict]]) -> s
     return max(near, key=lambda m: scored[m][0]) if near else best
 
 
-def plain(terms: list[dict]) -> str:
-    """Terms in one canonical spelling (key order and 16 / 16.0 aside), to compare files."""
-    def canon(value):
-        if isinstance(value, dict):
-            return {k: canon(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [canon(v) for v in value]
-        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
-    return json.dumps(canon(terms), sort_keys=True)
-
-
 def aligned(results: dict, rows: dict[str, list[dict]]) -> dict:
     """A results file's summary with its methods renamed to the rows whose terms they ran."""
-    by_terms = {plain(terms): name for name, terms in results.get("terms", {}).items()}
-    found = {row: by_terms.get(plain(terms)) for row, terms in rows.items()}
+    by_terms = {canonical_terms(terms): name for name, terms in results.get("terms", {}).items()}
+    found = {row: by_terms.get(canonical_terms(terms)) for row, terms in rows.items()}
     methods = results["summary"]["methods"]
     return {**results["summary"], "methods": {row: methods[name] for row, name in found.items()
                                               if name is not None and name in methods}}
@@ -117,8 +115,7 @@ def grid_matrix(results: dict, seed: str = GRID_SEED) -> str:
     baseline and the teacher."""
     maps = {name: per_seed[seed] for name, per_seed in results["maps"].items()
             if seed in per_seed}
-    targets = sorted({float(name.split("-t")[1].split("-")[0]) for name in maps
-                      if name.split("-t")[0] in METHODS and "-t" in name and "+" not in name})
+    targets = sorted({point[1] for name in maps if (point := grid_point(name)) is not None})
     columns = [(t, s) for t in targets for s in SCHEDULES]
     lines = ["| method | " + " | ".join(f"{t:g} {s}" for t, s in columns) + " | best: gap closed |",
              "|---|" + "---:|" * (len(columns) + 1)]

@@ -191,6 +191,14 @@ def merge_earlier(out: Path, runs: dict[str, dict[int, float]], methods: dict) -
     return earlier.get("wall_seconds", 0)
 
 
+def earlier_teacher(out: Path) -> float | None:
+    """The teacher's mAP recorded in ``out`` (None: no file, or only baselines there yet): an
+    invocation that trains baselines alone, and so loads no teacher, keeps it in the file."""
+    if not out.is_file():
+        return None
+    return json.loads(out.read_text()).get("summary", {}).get("teacher")
+
+
 def overrides_mismatch(out: Path, overrides: list[str]) -> str | None:
     """Why ``out``'s runs cannot be merged with runs made with ``overrides`` (None: they can)."""
     if not out.is_file():
@@ -252,7 +260,8 @@ def main() -> None:
         merge_earlier(out, runs, methods)  # another invocation with this label may have written
         runs.setdefault(method, {})[seed] = float(metrics["map"])
         teacher_map = teacher_metrics["map"]
-        summary = summarize(None if teacher_map is None else float(teacher_map), runs, default)
+        teacher_map = earlier_teacher(out) if teacher_map is None else float(teacher_map)
+        summary = summarize(teacher_map, runs, default)
         partial = out.with_suffix(f".{os.getpid()}.partial")  # renamed: never half a file
         partial.write_text(json.dumps({
             "dataset": args.dataset, "recipe": RECIPES[args.dataset], "overrides": args.set,

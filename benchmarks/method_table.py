@@ -96,8 +96,9 @@ def table(summaries: dict[str, dict], rows: dict[str, list[dict]]) -> str:
     names = list(summaries)
     lines = ["| method | " + " | ".join(f"{n}: mAP (seeds), gain pts, gap" for n in names)
              + " | mean gap closed +- se |", "|---|" + "---:|" * (len(names) + 1)]
-    lines.append("| teacher | " + " | ".join(f"{s['teacher']:.4f}" for s in summaries.values())
-                 + " | |")
+    lines.append("| teacher | " + " | ".join(
+        "not yet" if s["teacher"] is None else f"{s['teacher']:.4f}" for s in summaries.values())
+        + " | |")
     lines.append("| baseline | " + " | ".join(
         f"{s['baseline']['mean']:.4f} +- {s['baseline']['std']:.4f} ({s['baseline']['n']})"
         for s in summaries.values()) + " | |")

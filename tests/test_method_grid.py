@@ -11,7 +11,7 @@ from distill.config import load_recipe
 # the benchmark's helper lives beside it in benchmarks/ (run as scripts, not a package)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from method_grid import best_methods, best_per_method, grid_methods  # noqa: E402
-from method_table import aligned, choose_default, gap_closed, grid_matrix  # noqa: E402
+from method_table import aligned, choose_default, gap_closed, grid_matrix, table  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -170,3 +170,26 @@ def test_a_row_is_found_in_each_file_by_its_terms_whatever_its_name_there():
                                                       "prediction-t16-flat": row}}}
     # the default ran as "recipe" there; a same-named row with other terms is not matched
     assert sorted(aligned(results, rows)["methods"]) == ["ck16_pred2", "prediction-t16-flat"]
+
+
+def test_a_baselines_only_invocation_keeps_the_teacher_already_in_the_file(tmp_path):
+    """Baselines alone load no teacher; rewriting the results file must not erase the teacher's
+    mAP another invocation recorded (every gap closed would vanish from the table)."""
+    from distill_evidence import earlier_teacher
+
+    out = tmp_path / "evidence_x.json"
+    assert earlier_teacher(out) is None  # no file yet
+    out.write_text('{"summary": {"teacher": null}, "maps": {"baseline": {"1": 0.04}}}')
+    assert earlier_teacher(out) is None
+    out.write_text('{"summary": {"teacher": 0.1}, "maps": {"baseline": {"1": 0.04}}}')
+    assert earlier_teacher(out) == 0.1
+
+
+def test_the_table_shows_a_dataset_whose_teacher_is_not_in_yet():
+    summaries = {"embedded": {"teacher": 0.2, "baseline": {"mean": 0.1, "std": 0.0, "n": 2},
+                              "methods": {}},
+                 "aquarium": {"teacher": None, "baseline": {"mean": 0.04, "std": 0.0, "n": 2},
+                              "methods": {}}}
+    lines = table(summaries, {"p16": [{"kind": "prediction"}]}).splitlines()
+    assert lines[2] == "| teacher | 0.2000 | not yet | |"
+    assert lines[4] == "| p16 | not run | not run |  |"

@@ -100,3 +100,24 @@ def write_yolo(root: Path, images=IMAGES, names=None) -> Path:
         {"path": ".", "train": "images/train", "val": "images/train", "names": names}
     ))
     return root / "data.yaml"
+
+
+def embedded_slice(tmp_path: Path, name: str) -> list[str]:
+    """Recipe overrides for a small slice of the embedded data (32 training images, 8 kept for
+    validation but validated on the training images), CSV logs, no augmentation, in ``tmp_path``."""
+    return [
+        f"data.root={tmp_path / 'data'}",
+        f"output_dir={tmp_path / 'runs'}",
+        f"name={name}",
+        "logger=csv",
+        "trainer.progress_bar=false",
+        "data.synthetic.num_train=32",
+        "data.synthetic.num_val=8",
+        "data.synthetic.min_size=24",
+        "data.synthetic.max_size=64",
+        "data.synthetic.max_objects=3",
+        "data.synthetic.clutter=2",
+        "data.val=annotations/train.json",
+        "data.augment.enabled=false",
+        "data.num_workers=0",
+    ]

@@ -43,3 +43,12 @@ def save_stage_checkpoint(module: DetectionModule, tmp_path: Path, path: Path) -
     stage.model.load_state_dict(module.model.state_dict())
     assert any(k.startswith("distiller.") for k in stage.state_dict())
     return save_module(stage, path)
+
+
+def two_image_batch() -> tuple[torch.Tensor, list[dict]]:
+    """Two random 128 px images with three boxes of classes 0, 2 and 1."""
+    images = torch.rand(2, 3, 128, 128)
+    targets = [{"boxes": torch.tensor([[10.0, 12.0, 70.0, 90.0], [80.0, 20.0, 120.0, 60.0]]),
+                "labels": torch.tensor([0, 2])},
+               {"boxes": torch.tensor([[30.0, 30.0, 100.0, 110.0]]), "labels": torch.tensor([1])}]
+    return images, targets

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from data_fixtures import embedded_slice
 
 from distill.cli import main
 from distill.export import ExportGraph, export_checkpoint
@@ -20,24 +21,8 @@ RECIPE = str(REPO / "recipes" / "damo_quickstart.yaml")
 
 def overrides(tmp_path: Path, epochs: int) -> list[str]:
     """A small slice of the embedded data, validated on the training images."""
-    return [
-        f"data.root={tmp_path / 'data'}",
-        f"output_dir={tmp_path / 'runs'}",
-        "name=damo",
-        "logger=csv",
-        "trainer.progress_bar=false",
-        "data.synthetic.num_train=32",
-        "data.synthetic.num_val=8",
-        "data.synthetic.min_size=24",
-        "data.synthetic.max_size=64",
-        "data.synthetic.max_objects=3",
-        "data.synthetic.clutter=2",
-        "data.val=annotations/train.json",
-        "data.augment.enabled=false",
-        "data.num_workers=0",
-        f"trainer.epochs={epochs}",
-        f"trainer.val_every={epochs}",
-    ]
+    return [*embedded_slice(tmp_path, "damo"), f"trainer.epochs={epochs}",
+            f"trainer.val_every={epochs}"]
 
 
 def test_check_pairs_the_student_with_its_damo_teacher_through_crosskd(tmp_path, capsys):

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from detector_fixtures import two_image_batch
 from torchvision.ops import box_iou
 
 from distill.config import DistillConfig
@@ -26,14 +27,6 @@ from students.damo_tinynas import TINYNAS_STRUCTURES, search_structure, tinynas_
 def _pico(num_classes: int = 3, **overrides):
     torch.manual_seed(0)
     return build_model("damo_yolo_pico", num_classes=num_classes, **overrides)
-
-
-def _batch():
-    images = torch.rand(2, 3, 128, 128)
-    targets = [{"boxes": torch.tensor([[10.0, 12.0, 70.0, 90.0], [80.0, 20.0, 120.0, 60.0]]),
-                "labels": torch.tensor([0, 2])},
-               {"boxes": torch.tensor([[30.0, 30.0, 100.0, 110.0]]), "labels": torch.tensor([1])}]
-    return images, targets
 
 
 def test_presets_are_registered():
@@ -93,7 +86,7 @@ def test_assignment_and_loss_settings_come_from_the_recipe():
 
 
 def test_loss_keys_and_no_positive_image():
-    model, (images, targets) = _pico(), _batch()
+    model, (images, targets) = _pico(), two_image_batch()
     out = model(images)
     empty = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}] * 2
     losses = model.loss(out, empty)
@@ -114,7 +107,7 @@ def test_loss_keys_and_no_positive_image():
 def trained():
     """damo_yolo_pico fitted to one fixed batch (30 Adam steps; BatchNorm momentum 0.5, so
     that the running statistics the eval-mode predictions use follow the short fit)."""
-    model, (images, targets) = _pico(bn_momentum=0.5), _batch()
+    model, (images, targets) = _pico(bn_momentum=0.5), two_image_batch()
     optim = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(30):
@@ -155,7 +148,7 @@ def test_export_with_nms_equals_predict(trained):
 
 
 def test_feature_term_pairs_with_an_efficientdet_teacher():
-    student, (images, targets) = _pico(), _batch()
+    student, (images, targets) = _pico(), two_image_batch()
     teacher = build_model("efficientdet_dm3", num_classes=3).eval()
     ctx = BuildContext(student, teacher, 128, 128)
     (cfg,) = resolve_terms(DistillConfig(terms=[{"kind": "feature", "loss": "cwd"}]))
@@ -187,7 +180,7 @@ def _identity(conv: torch.nn.Conv2d) -> None:
 def test_crosskd_through_a_zero_head_teacher():
     torch.manual_seed(0)
     (cfg,) = resolve_terms(DistillConfig(terms=[{"kind": "crosskd", "box_min_score": 0.0}]))
-    student, (images, targets) = _pico(), _batch()
+    student, (images, targets) = _pico(), two_image_batch()
     teacher = build_model("damo_yolo_tinynet", num_classes=3, image_size=128).eval()
     teacher.requires_grad_(False)  # frozen, as the distillation module keeps it
     term = TERMS.get("crosskd")(cfg, BuildContext(student, teacher, 128, 128))

@@ -8,6 +8,7 @@ from typing import ClassVar
 import pytest
 import torch
 import torch.nn.functional as F
+from detector_fixtures import two_image_batch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_loss
@@ -101,17 +102,9 @@ class PointDetector(Detector):
         return {"loss": cls_loss + box_loss, "cls_loss": cls_loss, "box_loss": box_loss}
 
 
-def _batch():
-    images = torch.rand(2, 3, 128, 128)
-    targets = [{"boxes": torch.tensor([[10.0, 12.0, 70.0, 90.0], [80.0, 20.0, 120.0, 60.0]]),
-                "labels": torch.tensor([0, 2])},
-               {"boxes": torch.tensor([[30.0, 30.0, 100.0, 110.0]]), "labels": torch.tensor([1])}]
-    return images, targets
-
-
 def test_an_anchor_free_family_trains_predicts_and_exports():
     torch.manual_seed(0)
-    model, (images, targets) = PointDetector(num_classes=3), _batch()
+    model, (images, targets) = PointDetector(num_classes=3), two_image_batch()
     optim = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(40):
@@ -142,7 +135,7 @@ def _pair():
 
 
 def test_feature_terms_pair_an_anchor_free_student_with_an_anchor_teacher():
-    ctx, (images, targets) = _pair(), _batch()
+    ctx, (images, targets) = _pair(), two_image_batch()
     (cfg,) = resolve_terms(DistillConfig(terms=[{"kind": "feature", "loss": "cwd"}]))
     term = TERMS.get("feature")(cfg, ctx)
     assert term.strides == [8, 16, 32]  # the student's levels; the teacher's P6/P7 unused

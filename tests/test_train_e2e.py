@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from data_fixtures import embedded_slice
 
 from distill.cli import main
 from distill.config import load_recipe, recipe_to_dict
@@ -20,26 +21,8 @@ def small_recipe_overrides(tmp_path: Path) -> list[str]:
     From-scratch detectors need thousands of steps to generalise; fitting 32 images shows in
     about a hundred that the whole loop (loss, schedule, EMA, evaluation, checkpoints) learns.
     """
-    return [
-        f"data.root={tmp_path / 'data'}",
-        f"output_dir={tmp_path / 'runs'}",
-        "name=e2e",
-        "logger=csv",
-        "trainer.progress_bar=false",
-        "model.name=efficientdet_dm3",
-        "model.image_size=128",
-        "data.synthetic.num_train=32",
-        "data.synthetic.num_val=8",
-        "data.synthetic.min_size=24",
-        "data.synthetic.max_size=64",
-        "data.synthetic.max_objects=3",
-        "data.synthetic.clutter=2",
-        "data.val=annotations/train.json",
-        "data.augment.enabled=false",
-        "data.num_workers=0",
-        "trainer.epochs=80",
-        "trainer.val_every=40",
-    ]
+    return [*embedded_slice(tmp_path, "e2e"), "model.name=efficientdet_dm3", "model.image_size=128",
+            "trainer.epochs=80", "trainer.val_every=40"]
 
 
 def untrained_map(overrides: list[str]) -> float:

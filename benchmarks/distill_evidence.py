@@ -227,6 +227,13 @@ def terms_mismatch(out: Path, methods: dict, names: list[str]) -> str | None:
             "(--define) or give another --tag")
 
 
+def recorded(runs: dict[str, dict[int, float]], method: str, seed: int) -> float | None:
+    """The mAP of ``method`` at ``seed`` already in the results (None: not run yet). A recorded
+    run is not trained again, even where its run folder is gone: a new machine keeps the
+    committed results file but not ``runs/``."""
+    return runs.get(method, {}).get(seed)
+
+
 def main() -> None:
     parser = build_parser()
     args = parser.parse_args()
@@ -278,6 +285,9 @@ def main() -> None:
     plan += [(seed, m) for seed in args.method_seeds for m in args.methods
              if (seed, m) not in plan]
     for seed, method in plan:
+        if (value := recorded(runs, method, seed)) is not None:  # perhaps by a concurrent run
+            print(f"recorded: {method} seed {seed} mAP {value:.4f}", flush=True)
+            continue
         seeded = derive(recipe, {"seed": seed, "name": f"{label}-{method}-s{seed}"})
         if method == "baseline":
             metrics = train(seeded, run_dir=root / f"baseline-s{seed}")

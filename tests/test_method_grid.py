@@ -129,6 +129,22 @@ def test_two_invocations_with_one_label_keep_each_others_runs(tmp_path):
     assert runs["baseline"][0] == 0.12
 
 
+def test_a_run_in_the_results_file_is_not_trained_again_when_its_folder_is_gone(tmp_path):
+    """A new machine has the committed results file but no ``runs/``: the seeds recorded there
+    (JSON keys are strings) count as done, the others are still to run."""
+    from distill_evidence import merge_earlier, recorded
+
+    out = tmp_path / "evidence_x.json"
+    out.write_text('{"maps": {"baseline": {"0": 0.1, "2": 0.3}, "fgd-t16-flat": {"0": 0.2}}}')
+    runs: dict = {"baseline": {}}
+    merge_earlier(out, runs, {})
+    assert recorded(runs, "baseline", 2) == 0.3
+    assert recorded(runs, "fgd-t16-flat", 0) == 0.2
+    assert recorded(runs, "baseline", 1) is None
+    assert recorded(runs, "fgd-t16-flat", 1) is None
+    assert recorded(runs, "prediction-t16-flat", 0) is None
+
+
 def test_runs_made_with_other_overrides_are_not_merged_into_one_label(tmp_path):
     from distill_evidence import overrides_mismatch
 

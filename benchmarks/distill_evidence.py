@@ -16,10 +16,12 @@ recipe's default method and the baseline run ``--seeds``; the other methods ``--
 Resumable: every run lives in ``<runs>/evidence/<dataset>/<run>`` (``--runs``, default
 ``runs/``; the teacher in ``<runs>/teachers/``) and is trained with
 ``resume=true``, so a killed benchmark continues where it stopped and finished runs are read,
-not trained again. After each run the summary is rewritten to
-``benchmarks/results/evidence_<dataset>.json`` (and its Markdown table printed): mean +- std of
-mAP, the paired gain (distilled - baseline, same seed) with its std, and the share of the
-teacher-baseline gap closed. Not a test: the figures go into docs/BENCHMARKS.md.
+not trained again (nor are runs already in the results file, even where their folders are gone).
+A results file made on another CPU or with other library versions is refused: the same seed
+trains to another result there, so its runs are not paired with new ones. After each run the
+summary is rewritten to ``benchmarks/results/evidence_<dataset>.json`` (and its table printed):
+mean +- std of mAP, the paired gain (distilled - baseline, same seed) with its std, and the share
+of the teacher-baseline gap closed. Not a test: the figures go into docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import os
 import platform
 import statistics
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
@@ -234,6 +237,39 @@ def recorded(runs: dict[str, dict[int, float]], method: str, seed: int) -> float
     return runs.get(method, {}).get(seed)
 
 
+# what a seed's numbers depend on beyond the recipe: the same seed, recipe and code gave a D0
+# teacher 0.190 on one machine and 0.246 on another, so runs of two environments are not paired
+ENVIRONMENT_KEYS = ("cpu_model", "torch", "numpy", "pillow", "timm")
+
+
+def environment() -> dict[str, object]:
+    """This machine and the library versions a run's numbers depend on (``ENVIRONMENT_KEYS``),
+    plus the thread count (which moves a run by less than a seed does)."""
+    cpu_model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        models = [line.partition(":")[2].strip() for line in cpuinfo.read_text().splitlines()
+                  if line.startswith("model name")]
+        cpu_model = models[0] if models else cpu_model
+    return {"cpu": platform.processor() or platform.machine(), "cpu_model": cpu_model,
+            "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "numpy": version("numpy"), "pillow": version("pillow"), "timm": version("timm")}
+
+
+def environment_mismatch(out: Path, here: dict[str, object]) -> str | None:
+    """Why ``out``'s runs cannot be paired with runs made in the environment ``here`` (None:
+    they can): another CPU or library version trains a seed to another result."""
+    if not out.is_file():
+        return None
+    earlier = json.loads(out.read_text()).get("machine", {})
+    differ = [f"{key} {earlier.get(key, 'not recorded')!r} there, {here[key]!r} here"
+              for key in ENVIRONMENT_KEYS if earlier.get(key) != here[key]]
+    if not differ:
+        return None
+    return (f"{out} holds runs made in another environment ({'; '.join(differ)}): a seed there "
+            "is not paired with the same seed here; give another --tag")
+
+
 def main() -> None:
     parser = build_parser()
     args = parser.parse_args()
@@ -244,6 +280,8 @@ def main() -> None:
     out = REPO / "benchmarks" / "results" / f"evidence_{label}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     if (mismatch := overrides_mismatch(out, args.set)) is not None:
+        parser.error(mismatch)
+    if (mismatch := environment_mismatch(out, environment())) is not None:
         parser.error(mismatch)
     methods = resolve_methods(parser, args)
     default = args.default
@@ -274,8 +312,7 @@ def main() -> None:
             "dataset": args.dataset, "recipe": RECIPES[args.dataset], "overrides": args.set,
             "terms": {m: methods[m] for m in runs if m != "baseline"},
             "summary": summary, "maps": runs, "wall_seconds": round(time.perf_counter() - start),
-            "machine": {"cpu": platform.processor() or platform.machine(),
-                        "threads": torch.get_num_threads(), "torch": torch.__version__},
+            "machine": environment(),
         }, indent=2) + "\n")
         partial.replace(out)
         print(table(summary), flush=True)

@@ -145,6 +145,23 @@ def test_a_run_in_the_results_file_is_not_trained_again_when_its_folder_is_gone(
     assert recorded(runs, "prediction-t16-flat", 0) is None
 
 
+def test_runs_made_in_another_environment_are_not_paired_with_runs_made_here(tmp_path):
+    """Another CPU or library version trains a seed to another result: such a results file is
+    refused (another --tag), one from this environment joins, whatever its thread count."""
+    from distill_evidence import environment, environment_mismatch
+
+    here = environment()
+    out = tmp_path / "evidence_x.json"
+    out.write_text(json.dumps({"machine": {**here, "threads": 7}}))
+    assert environment_mismatch(out, here) is None
+    out.write_text(json.dumps({"machine": {**here, "pillow": "9.0.0"}}))
+    problem = environment_mismatch(out, here)
+    assert problem is not None and "pillow '9.0.0' there" in problem and "--tag" in problem
+    out.write_text(json.dumps({"machine": {"cpu": "x86_64", "torch": here["torch"]}}))
+    assert "cpu_model 'not recorded' there" in environment_mismatch(out, here)
+    assert environment_mismatch(tmp_path / "none.json", here) is None
+
+
 def test_runs_made_with_other_overrides_are_not_merged_into_one_label(tmp_path):
     from distill_evidence import overrides_mismatch
 

@@ -17,6 +17,7 @@ from torch import nn
 
 from distill.config import Recipe
 from distill.data import DetectionDataModule
+from distill.distillation.defaults import terms_note
 from distill.distillation.module import DistillationModule
 from distill.distillation.terms import TermConfig, resolve_terms
 from distill.errors import RecipeError
@@ -193,6 +194,8 @@ def check_link(recipe: Recipe, data: DetectionDataModule, batches: int, path: Pa
             print(f"  {role} {key}: {line}")
     print_terms(described)
     print(f"distillation terms: {report['distiller_params']} trainable params in all")
+    report["terms_note"] = terms_note(recipe.distill.terms, recipe.distill.loss)
+    print(report["terms_note"])
     if path is not None:
         report["teacher_check"] = quick_map(teacher, data, batches)
         map50 = report["teacher_check"]["map_50"]

@@ -245,13 +245,13 @@ ENVIRONMENT_KEYS = ("cpu_model", "torch", "numpy", "pillow", "timm")
 def environment() -> dict[str, object]:
     """This machine and the library versions a run's numbers depend on (``ENVIRONMENT_KEYS``),
     plus the thread count (which moves a run by less than a seed does)."""
-    cpu_model = platform.processor() or platform.machine()
+    cpu = cpu_model = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         models = [line.partition(":")[2].strip() for line in cpuinfo.read_text().splitlines()
                   if line.startswith("model name")]
         cpu_model = models[0] if models else cpu_model
-    return {"cpu": platform.processor() or platform.machine(), "cpu_model": cpu_model,
+    return {"cpu": cpu, "cpu_model": cpu_model,
             "threads": torch.get_num_threads(), "torch": torch.__version__,
             "numpy": version("numpy"), "pillow": version("pillow"), "timm": version("timm")}
 

@@ -7,7 +7,11 @@ EfficientDet pair, with a neck-feature term, so it works for any pair with pyram
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
+
+from distill.config import DistillConfig
+from distill.distillation.terms import resolve_terms
 
 MEASURED_DEFAULT: list[dict[str, Any]] = [
     {"kind": "feature", "loss": "fgd",
@@ -20,12 +24,13 @@ WHAT_IT_GAVE = ("FGD on the neck features at 128x the detection loss decaying to
                 "over three datasets with EfficientDet pairs (docs/BENCHMARKS.md)")
 
 
-def terms_note(terms: list[dict[str, Any]] | None, loss: str) -> str:
-    """One line on a recipe's ``distill.terms`` (None: not set; then the section's single
-    feature term with feature loss ``loss``) against ``MEASURED_DEFAULT``."""
-    if terms is None:
-        return (f"terms: none set, so one {loss} feature term from the distill section; the "
+def terms_note(cfg: DistillConfig) -> str:
+    """One line on a recipe's ``distill`` section's terms against ``MEASURED_DEFAULT``, compared
+    as resolved terms (so keys left to their defaults, or 16 for 16.0, do not count as other)."""
+    if not cfg.terms:
+        return (f"terms: none set, so one {cfg.loss} feature term from the distill section; the "
                 f"measured default is {WHAT_IT_GAVE}")
-    if [dict(term) for term in terms] == MEASURED_DEFAULT:
+    default = resolve_terms(dataclasses.replace(cfg, terms=MEASURED_DEFAULT))
+    if resolve_terms(cfg) == default:
         return f"terms: the measured default, {WHAT_IT_GAVE}"
     return f"terms: the recipe's own; the measured default, for comparison, is {WHAT_IT_GAVE}"

@@ -194,7 +194,7 @@ def check_link(recipe: Recipe, data: DetectionDataModule, batches: int, path: Pa
             print(f"  {role} {key}: {line}")
     print_terms(described)
     print(f"distillation terms: {report['distiller_params']} trainable params in all")
-    report["terms_note"] = terms_note(recipe.distill.terms, recipe.distill.loss)
+    report["terms_note"] = terms_note(recipe.distill)
     print(report["terms_note"])
     if path is not None:
         report["teacher_check"] = quick_map(teacher, data, batches)
